@@ -1,0 +1,1 @@
+//! Patches: JSON merge patch (RFC 7386) and JSON Patch (RFC 6902).
