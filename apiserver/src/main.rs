@@ -1,1 +1,82 @@
-fn main() {}
+//! `ferry-apiserver`: parse flags, start the server, stop on SIGINT/SIGTERM.
+
+use anyhow::Context;
+use clap::Parser;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Ferry's Kubernetes-compatible API server.
+#[derive(Parser, Debug)]
+#[command(name = "ferry-apiserver", version)]
+struct Args {
+    /// etcd endpoints, comma separated (http://host:port).
+    #[arg(long, value_delimiter = ',', required = true)]
+    etcd_servers: Vec<String>,
+    /// Directory for TLS material and the admin kubeconfig.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind_address: IpAddr,
+    /// HTTPS port.
+    #[arg(long, default_value_t = 6443)]
+    secure_port: u16,
+    /// Extra host names or IPs for the serving certificate, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    tls_san: Vec<String>,
+    /// Static bearer token file (token,user,uid,"group1,group2").
+    #[arg(long)]
+    token_auth_file: Option<PathBuf>,
+    /// Seconds between etcd compactions (0 disables).
+    #[arg(long, default_value_t = 300)]
+    etcd_compaction_interval: u64,
+    /// Log as JSON.
+    #[arg(long)]
+    log_json: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if args.log_json {
+        tracing_subscriber::fmt().with_env_filter(filter).json().init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let mut config = ferry_apiserver::Config::new(args.etcd_servers, args.data_dir);
+    config.bind_address = args.bind_address;
+    config.secure_port = args.secure_port;
+    config.extra_sans = args.tls_san;
+    config.token_auth_file = args.token_auth_file;
+    config.compaction_interval =
+        (args.etcd_compaction_interval > 0).then(|| Duration::from_secs(args.etcd_compaction_interval));
+    let server = ferry_apiserver::start(config).await.context("starting ferry-apiserver")?;
+    println!("ferry-apiserver listening on https://{}", server.addr);
+    println!("admin kubeconfig: {}", server.admin_kubeconfig.display());
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

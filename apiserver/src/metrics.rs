@@ -1,0 +1,96 @@
+//! Prometheus metrics: requests by verb, resource and code; latency; registered watchers.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    verb: String,
+    resource: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LatencyLabels {
+    verb: String,
+    resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabels {
+    resource: String,
+}
+
+/// The API server's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<LatencyLabels, Histogram>,
+    watchers: Family<ResourceLabels, Gauge>,
+}
+
+/// Decrements the watcher gauge when dropped.
+pub struct WatcherGuard(Gauge);
+
+impl Drop for WatcherGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Register all metrics.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<LatencyLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+        });
+        let watchers = Family::<ResourceLabels, Gauge>::default();
+        registry.register("apiserver_request", "Requests by verb, resource and HTTP code", requests.clone());
+        registry.register(
+            "apiserver_request_duration_seconds",
+            "Request latency by verb and resource (watches: until the stream starts)",
+            latency.clone(),
+        );
+        registry.register("apiserver_registered_watchers", "Open watches by resource", watchers.clone());
+        Self { registry, requests, latency, watchers }
+    }
+
+    /// Count one finished request.
+    pub fn observe(&self, verb: &str, resource: &str, code: u16, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels { verb: verb.into(), resource: resource.into(), code: code.to_string() })
+            .inc();
+        self.latency
+            .get_or_create(&LatencyLabels { verb: verb.into(), resource: resource.into() })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Count an open watch until the guard drops.
+    pub fn watcher_guard(&self, res: &ferry_api::ResourceInfo) -> WatcherGuard {
+        let g = self.watchers.get_or_create(&ResourceLabels { resource: res.plural.into() }).clone();
+        g.inc();
+        WatcherGuard(g)
+    }
+
+    /// Render in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

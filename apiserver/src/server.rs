@@ -1,0 +1,393 @@
+//! The HTTPS server: TLS (rustls) with client certificates, authentication, routing, body
+//! limits, metrics, health endpoints and graceful shutdown.
+
+use crate::auth::{bearer_token, TokenAuthenticator, UserInfo};
+use crate::cache::WatchCache;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::pki::{Pki, PkiError};
+use crate::request::{route, Query, Route};
+use crate::rest::{self, Api, Body as ReplyBody, Reply};
+use crate::storage::{StorageError, Store};
+use crate::{discovery, request};
+use bytes::Bytes;
+use ferry_api::ResourceTable;
+use futures::StreamExt;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// TLS material could not be loaded or created.
+    #[error("pki: {0}")]
+    Pki(#[from] PkiError),
+    /// The token file is invalid.
+    #[error("token file: {0}")]
+    Tokens(#[from] crate::auth::AuthError),
+    /// etcd could not be reached.
+    #[error("etcd: {0}")]
+    Storage(#[from] StorageError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The default namespaces could not be created.
+    #[error("bootstrap: {0}")]
+    Bootstrap(#[from] ApiError),
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// A running API server.
+pub struct Running {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// Path of the admin kubeconfig.
+    pub admin_kubeconfig: std::path::PathBuf,
+    /// The cluster CA certificate (PEM).
+    pub ca_cert_pem: String,
+    /// The PKI, to issue more client certificates.
+    pub pki: Arc<Pki>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stop accepting, let in-flight requests finish (up to the grace period), end watches.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Wait until the server stops by itself (it doesn't, unless the token is cancelled).
+    pub fn token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+struct Shared {
+    api: Api,
+    tokens: TokenAuthenticator,
+    max_body: usize,
+    server_address: String,
+}
+
+/// Start the API server: connect to etcd, load TLS material, bootstrap, listen.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let addr = SocketAddr::new(config.bind_address, config.secure_port);
+    let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+    let server_url = if addr.is_ipv6() {
+        format!("https://[{host}]:{}", addr.port())
+    } else {
+        format!("https://{host}:{}", addr.port())
+    };
+    let mut hosts = config.extra_sans.clone();
+    hosts.push(addr.ip().to_string());
+    let pki = Arc::new(Pki::load_or_create(&config.data_dir, &hosts, &server_url)?);
+    let tokens = match &config.token_auth_file {
+        Some(path) => TokenAuthenticator::from_file(path)?,
+        None => TokenAuthenticator::empty(),
+    };
+
+    let store = Store::connect(&config.etcd_servers).await?;
+    let table = ResourceTable::builtin();
+    let shutdown = CancellationToken::new();
+    let cache = WatchCache::new(&table, store.clone(), config.watch_history);
+    let mut tasks = vec![tokio::spawn(cache.clone().run(shutdown.clone()))];
+    let api = Api {
+        table,
+        store: store.clone(),
+        cache: cache.clone(),
+        metrics: Arc::new(Metrics::new()),
+        options: config.rest.clone(),
+        shutdown: shutdown.clone(),
+    };
+    rest::ensure_default_namespaces(&api).await?;
+    if let Some(every) = config.compaction_interval {
+        tasks.push(tokio::spawn(compact_loop(store, cache, every, shutdown.clone())));
+    }
+    let shared = Arc::new(Shared {
+        api,
+        tokens,
+        max_body: config.max_request_bytes,
+        server_address: format!("{}:{}", host, addr.port()),
+    });
+    let acceptor = TlsAcceptor::from(pki.server_config.clone());
+    tasks.push(tokio::spawn(serve(listener, acceptor, shared, shutdown.clone(), config.shutdown_grace)));
+    tracing::info!(%addr, kubeconfig = %pki.admin_kubeconfig.display(), "ferry-apiserver listening");
+    Ok(Running {
+        addr,
+        admin_kubeconfig: pki.admin_kubeconfig.clone(),
+        ca_cert_pem: pki.ca_cert_pem.clone(),
+        pki,
+        shutdown,
+        tasks,
+    })
+}
+
+/// Compact etcd to the revision seen one interval ago, as kube-apiserver does.
+async fn compact_loop(store: Store, cache: Arc<WatchCache>, every: Duration, shutdown: CancellationToken) {
+    let mut previous: Option<i64> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if let Some(rev) = previous {
+            match store.compact(rev).await {
+                Ok(()) => {
+                    tracing::debug!(revision = rev, "compacted etcd");
+                    cache.compacted(rev);
+                }
+                Err(e) => tracing::warn!(error = %e, "etcd compaction failed"),
+            }
+        }
+        match store.current_revision().await {
+            Ok(rev) => previous = Some(rev),
+            Err(e) => tracing::warn!(error = %e, "cannot read etcd revision"),
+        }
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let shared = shared.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let cert_user = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(|c| crate::auth::user_from_client_cert(c.as_ref()));
+            let service = hyper::service::service_fn(move |req| {
+                let shared = shared.clone();
+                let user = cert_user.clone();
+                async move { Ok::<_, Infallible>(handle(shared, user, req).await) }
+            });
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("some connections did not finish within the shutdown grace period");
+    }
+}
+
+fn full(code: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(Full::new(body.into()).boxed());
+    *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
+fn error_response(e: &ApiError) -> Response<Body> {
+    full(e.code, "application/json", crate::codec::encode_value(&e.to_status()))
+}
+
+fn json_response(v: &serde_json::Value) -> Response<Body> {
+    full(200, "application/json", crate::codec::encode_value(v))
+}
+
+fn reply_response(reply: Reply) -> Response<Body> {
+    let mut resp = match reply.body {
+        ReplyBody::Full(b) => full(reply.code, "application/json", b),
+        ReplyBody::Stream(rx) => {
+            let stream = ReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b)));
+            let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+            *r.status_mut() = StatusCode::from_u16(reply.code).unwrap_or(StatusCode::OK);
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r
+        }
+    };
+    for w in reply.warnings {
+        let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
+}
+
+fn authenticate(shared: &Shared, cert_user: Option<UserInfo>, req: &Request<Incoming>) -> Option<UserInfo> {
+    if let Some(token) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_token) {
+        // A presented token must be valid, even alongside a certificate.
+        return shared.tokens.authenticate(token);
+    }
+    cert_user
+}
+
+async fn handle(shared: Arc<Shared>, cert_user: Option<UserInfo>, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let api = &shared.api;
+    let routed = route(&api.table, &path);
+    if let Ok(Route::Health(probe)) = &routed {
+        return health(&shared, probe).await;
+    }
+    let Some(user) = authenticate(&shared, cert_user, &req) else {
+        return error_response(&ApiError::unauthorized());
+    };
+    let (verb, resource, resp) = match routed {
+        Err(e) => ("OTHER", String::new(), error_response(&e)),
+        Ok(Route::Resource(target)) => {
+            let query = match Query::parse(req.uri().query()) {
+                Ok(q) => q,
+                Err(e) => return error_response(&e),
+            };
+            let verb = rest::verb(&method, &target, &query);
+            let resource = match target.sub {
+                Some(s) => format!("{}/{}", target.res.plural, s.name()),
+                None => target.res.plural.to_string(),
+            };
+            let resp = handle_resource(&shared, &user, req, target, query).await;
+            (verb, resource, resp)
+        }
+        Ok(other) => ("GET", String::new(), handle_meta(&shared, &method, &req, other)),
+    };
+    let code = resp.status().as_u16();
+    api.metrics.observe(verb, &resource, code, started.elapsed());
+    tracing::debug!(user = %user.name, %method, %path, code, elapsed_us = started.elapsed().as_micros() as u64, "request");
+    resp
+}
+
+async fn handle_resource(
+    shared: &Shared,
+    _user: &UserInfo,
+    req: Request<Incoming>,
+    target: request::Target,
+    query: Query,
+) -> Response<Body> {
+    let method = req.method().clone();
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    if let Some(len) =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
+    {
+        if len > shared.max_body {
+            return error_response(&ApiError::too_large(shared.max_body));
+        }
+    }
+    let body = match Limited::new(req.into_body(), shared.max_body).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                return error_response(&ApiError::too_large(shared.max_body));
+            }
+            return error_response(&ApiError::bad_request(format!("failed to read the request body: {e}")));
+        }
+    };
+    let request = rest::Request { method: &method, target, query, content_type: &content_type, body };
+    match shared.api.handle(request).await {
+        Ok(reply) => reply_response(reply),
+        Err(e) => error_response(&e),
+    }
+}
+
+fn handle_meta(shared: &Shared, method: &Method, req: &Request<Incoming>, route: Route) -> Response<Body> {
+    if method != Method::GET {
+        return error_response(&ApiError::method_not_allowed(req.uri().path()));
+    }
+    let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let table = &shared.api.table;
+    match route {
+        Route::LegacyRoot | Route::GroupsRoot => {
+            let legacy = matches!(route, Route::LegacyRoot);
+            if let Some(ct) = discovery::aggregated_format(accept) {
+                let body = crate::codec::encode_value(&discovery::aggregated(table, legacy, ct));
+                let mut resp = full(200, ct, body);
+                resp.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
+                return resp;
+            }
+            if legacy {
+                json_response(&discovery::legacy_versions(&shared.server_address))
+            } else {
+                json_response(&discovery::group_list(table))
+            }
+        }
+        Route::Group(g) => match discovery::group(table, &g) {
+            Some(v) => json_response(&v),
+            None => error_response(&ApiError::no_route(req.uri().path())),
+        },
+        Route::GroupVersion(g, v) => match discovery::resource_list(table, &g, &v) {
+            Some(list) => json_response(&list),
+            None => error_response(&ApiError::no_route(req.uri().path())),
+        },
+        Route::Version => json_response(&discovery::version()),
+        Route::Metrics => full(200, "text/plain; version=0.0.4; charset=utf-8", shared.api.metrics.render()),
+        Route::Health(_) | Route::Resource(_) => error_response(&ApiError::no_route(req.uri().path())),
+    }
+}
+
+async fn health(shared: &Shared, probe: &str) -> Response<Body> {
+    if probe != "readyz" {
+        return full(200, "text/plain; charset=utf-8", "ok");
+    }
+    if !shared.api.cache.is_ready() {
+        return full(503, "text/plain; charset=utf-8", "[-]watch-cache failed: not loaded yet\nreadyz check failed\n");
+    }
+    match tokio::time::timeout(Duration::from_secs(2), shared.api.store.current_revision()).await {
+        Ok(Ok(_)) => full(200, "text/plain; charset=utf-8", "ok"),
+        Ok(Err(e)) => full(503, "text/plain; charset=utf-8", format!("[-]etcd failed: {e}\nreadyz check failed\n")),
+        Err(_) => full(503, "text/plain; charset=utf-8", "[-]etcd failed: timed out\nreadyz check failed\n"),
+    }
+}

@@ -1,0 +1,221 @@
+//! etcd storage: keys, revisions and optimistic concurrency.
+//!
+//! Every write is one etcd transaction. Create succeeds only when the key has never been
+//! written (`create_revision == 0`); update and delete only when `mod_revision` still equals
+//! the revision the caller read. The returned revision becomes the object's resourceVersion.
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    WatchStream,
+};
+use std::time::Duration;
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The key already exists (create).
+    #[error("key {0} already exists")]
+    AlreadyExists(String),
+    /// The key does not exist.
+    #[error("key {0} not found")]
+    NotFound(String),
+    /// The key changed since it was read.
+    #[error("key {key} was modified (now at revision {current:?})")]
+    Conflict {
+        /// etcd key.
+        key: String,
+        /// The current value and mod revision, when the key still exists.
+        current: Option<Box<Kv>>,
+    },
+    /// The requested revision has been compacted.
+    #[error("revision {0} has been compacted")]
+    Compacted(i64),
+    /// etcd is unreachable or failed.
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+}
+
+/// Result alias for storage operations.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// One stored value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kv {
+    /// etcd key.
+    pub key: String,
+    /// Stored bytes (see [`crate::codec`]).
+    pub value: bytes::Bytes,
+    /// etcd mod_revision: the object's resourceVersion.
+    pub mod_revision: i64,
+}
+
+impl From<etcd_client::KeyValue> for Kv {
+    fn from(kv: etcd_client::KeyValue) -> Self {
+        let mod_revision = kv.mod_revision();
+        let (key, value) = kv.into_key_value();
+        Kv { key: String::from_utf8_lossy(&key).into_owned(), value: value.into(), mod_revision }
+    }
+}
+
+/// A page of a range read.
+#[derive(Debug)]
+pub struct Page {
+    /// Values in key order.
+    pub kvs: Vec<Kv>,
+    /// The revision the read was served at.
+    pub revision: i64,
+    /// Whether more keys follow.
+    pub more: bool,
+}
+
+/// Handle on etcd; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    kv: KvClient,
+}
+
+const MAX_MESSAGE: usize = 512 * 1024 * 1024;
+
+/// The end of the key range that starts with `prefix`.
+pub fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+fn is_compacted(e: &etcd_client::Error) -> bool {
+    e.to_string().contains("required revision has been compacted")
+}
+
+impl Store {
+    /// Connect to the given etcd endpoints (`http://host:port`).
+    pub async fn connect(endpoints: &[String]) -> Result<Self> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(30))
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            .with_keep_alive_while_idle(true);
+        let client = Client::connect(endpoints, Some(options)).await?;
+        let kv = client.kv_client().max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE);
+        Ok(Self { client, kv })
+    }
+
+    /// Read one key; `None` when absent.
+    pub async fn get(&self, key: &str) -> Result<Option<Kv>> {
+        let mut resp = self.kv.clone().get(key, None).await?;
+        Ok(resp.take_kvs().into_iter().next().map(Kv::from))
+    }
+
+    /// The current revision of the store (a quorum read).
+    pub async fn current_revision(&self) -> Result<i64> {
+        let resp = self.kv.clone().get("/ferry/revision-probe", Some(GetOptions::new().with_count_only())).await?;
+        Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
+    }
+
+    /// Range-read keys under `prefix`, starting at `start` (inclusive; defaults to the prefix),
+    /// at `revision` (0 = latest), at most `limit` keys (0 = all).
+    pub async fn list(&self, prefix: &str, start: Option<&str>, revision: i64, limit: i64) -> Result<Page> {
+        let from = start.unwrap_or(prefix);
+        let mut opts = GetOptions::new().with_range(prefix_end(prefix));
+        if revision > 0 {
+            opts = opts.with_revision(revision);
+        }
+        if limit > 0 {
+            opts = opts.with_limit(limit);
+        }
+        let mut resp = match self.kv.clone().get(from, Some(opts)).await {
+            Ok(r) => r,
+            Err(e) if is_compacted(&e) => return Err(StorageError::Compacted(revision)),
+            Err(e) => return Err(e.into()),
+        };
+        let revision = resp.header().map(|h| h.revision()).unwrap_or(revision);
+        let more = resp.more();
+        Ok(Page { kvs: resp.take_kvs().into_iter().map(Kv::from).collect(), revision, more })
+    }
+
+    /// Create `key`; fails with [`StorageError::AlreadyExists`] if it exists. Returns the revision.
+    pub async fn create(&self, key: &str, value: Vec<u8>) -> Result<i64> {
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, value, None)]);
+        let resp = self.kv.clone().txn(txn).await?;
+        if !resp.succeeded() {
+            return Err(StorageError::AlreadyExists(key.to_string()));
+        }
+        Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
+    }
+
+    /// Replace `key` if its mod_revision is still `expected`. Returns the new revision.
+    pub async fn update(&self, key: &str, value: Vec<u8>, expected: i64) -> Result<i64> {
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
+            .and_then([TxnOp::put(key, value, None)])
+            .or_else([TxnOp::get(key, None)]);
+        let resp = self.kv.clone().txn(txn).await?;
+        if resp.succeeded() {
+            return Ok(resp.header().map(|h| h.revision()).unwrap_or_default());
+        }
+        Err(conflict(key, resp.op_responses()))
+    }
+
+    /// Delete `key` if its mod_revision is still `expected`. Returns the deletion revision.
+    pub async fn delete(&self, key: &str, expected: i64) -> Result<i64> {
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
+            .and_then([TxnOp::delete(key, None)])
+            .or_else([TxnOp::get(key, None)]);
+        let resp = self.kv.clone().txn(txn).await?;
+        if resp.succeeded() {
+            return Ok(resp.header().map(|h| h.revision()).unwrap_or_default());
+        }
+        Err(conflict(key, resp.op_responses()))
+    }
+
+    /// Compact history up to `revision`.
+    pub async fn compact(&self, revision: i64) -> Result<()> {
+        match self.client.clone().compact(revision, None).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_compacted(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Open a watch on `prefix` from `start_revision` (inclusive), with previous values and
+    /// progress notifications.
+    pub async fn watch(&self, prefix: &str, start_revision: i64) -> Result<WatchStream> {
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_prev_key()
+            .with_progress_notify()
+            .with_start_revision(start_revision);
+        Ok(self.client.watch_client().max_decoding_message_size(MAX_MESSAGE).watch(prefix, Some(opts)).await?)
+    }
+}
+
+fn conflict(key: &str, responses: Vec<TxnOpResponse>) -> StorageError {
+    let current = responses.into_iter().find_map(|r| match r {
+        TxnOpResponse::Get(mut g) => g.take_kvs().into_iter().next().map(|kv| Box::new(Kv::from(kv))),
+        _ => None,
+    });
+    match current {
+        None => StorageError::NotFound(key.to_string()),
+        Some(kv) => StorageError::Conflict { key: key.to_string(), current: Some(kv) },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_increments_last_byte() {
+        assert_eq!(prefix_end("/registry/core/pods/"), b"/registry/core/pods0".to_vec());
+        assert_eq!(prefix_end("a\u{7f}"), b"a\x80".to_vec());
+    }
+}
