@@ -385,16 +385,17 @@ fn issue_client(ca: &Issuer<'_, KeyPair>, common_name: &str, groups: &[&str]) ->
         DerError::Malformed => PkiError::MalformedDer,
         DerError::Sign(source) => PkiError::Generate { what: what(), source },
     })?;
-    let pem = format!(
-        "-----BEGIN CERTIFICATE-----\n{}-----END CERTIFICATE-----\n",
-        base64::engine::general_purpose::STANDARD
-            .encode(der)
-            .as_bytes()
-            .chunks(64)
-            .map(|line| format!("{}\n", String::from_utf8_lossy(line)))
-            .collect::<String>()
-    );
-    Ok((pem, key.serialize_pem()))
+    Ok((certificate_pem(&der), key.serialize_pem()))
+}
+
+fn certificate_pem(der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem + "-----END CERTIFICATE-----\n"
 }
 
 /// DER `Name` with one RDN per group (`O`, OID 2.5.4.10) followed by the common name (`CN`,

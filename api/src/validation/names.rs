@@ -20,6 +20,9 @@ const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
 const DNS1123_LABEL_ERR: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character";
 const DNS1123_SUBDOMAIN_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
 const DNS1123_SUBDOMAIN_ERR: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
+const DNS1123_SUBDOMAIN_UNDERSCORE_FMT: &str =
+    "_?[a-z0-9]([-_a-z0-9]*[a-z0-9])?(\\._?[a-z0-9]([-_a-z0-9]*[a-z0-9])?)*";
+const DNS1123_SUBDOMAIN_UNDERSCORE_ERR: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '_', '-' or '.', and must start and end with an alphanumeric character";
 const DNS1035_LABEL_FMT: &str = "[a-z]([-a-z0-9]*[a-z0-9])?";
 const DNS1035_LABEL_ERR: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character";
 const LABEL_KEY_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
@@ -115,6 +118,26 @@ pub fn is_dns1123_subdomain(value: &str) -> Vec<String> {
     }
     if !matches_dns1123_subdomain(value) {
         errs.push(regex_error(DNS1123_SUBDOMAIN_ERR, DNS1123_SUBDOMAIN_FMT, &["example.com"]));
+    }
+    errs
+}
+
+/// Checks a DNS subdomain whose labels may also contain '_' (and start with one), as allowed
+/// in pod `dnsConfig.searches`.
+pub fn is_dns1123_subdomain_with_underscore(value: &str) -> Vec<String> {
+    let label_ok = |label: &str| {
+        let label = label.strip_prefix('_').unwrap_or(label);
+        let (Some(first), Some(last)) = (label.chars().next(), label.chars().last()) else {
+            return false;
+        };
+        is_lower_alnum(first) && is_lower_alnum(last) && label.chars().all(|c| is_lower_alnum(c) || c == '-' || c == '_')
+    };
+    let mut errs = Vec::new();
+    if value.len() > DNS1123_SUBDOMAIN_MAX_LENGTH {
+        errs.push(max_len_error(DNS1123_SUBDOMAIN_MAX_LENGTH));
+    }
+    if !value.split('.').all(label_ok) {
+        errs.push(regex_error(DNS1123_SUBDOMAIN_UNDERSCORE_ERR, DNS1123_SUBDOMAIN_UNDERSCORE_FMT, &["example.com"]));
     }
     errs
 }
@@ -362,6 +385,13 @@ mod tests {
         assert_eq!(is_dns1123_subdomain("a..b").len(), 1);
         assert_eq!(is_dns1123_subdomain("a.").len(), 1);
         assert_eq!(is_dns1123_subdomain(&"a".repeat(254)), vec!["must be no more than 253 characters"]);
+    }
+
+    #[test]
+    fn dns1123_subdomain_with_underscore() {
+        assert!(is_dns1123_subdomain_with_underscore("_srv._tcp.example.com").is_empty());
+        assert_eq!(is_dns1123_subdomain_with_underscore("a_").len(), 1);
+        assert!(is_dns1123_subdomain_with_underscore("A.com")[0].contains("'_', '-' or '.'"));
     }
 
     #[test]

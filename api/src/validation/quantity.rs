@@ -22,6 +22,11 @@ impl Quantity {
     pub fn is_negative(self) -> bool {
         self.nanos < 0
     }
+
+    /// Whether the quantity is a whole number.
+    pub fn is_integer(self) -> bool {
+        self.nanos % 1_000_000_000 == 0
+    }
 }
 
 /// How a suffix scales the number in front of it.
@@ -89,7 +94,7 @@ pub fn parse_quantity(input: &str) -> Option<Quantity> {
     let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
     let (number, suffix) = rest.split_at(number_len);
     let (int_part, frac_part) = number.split_once('.').unwrap_or((number, ""));
-    if int_part.is_empty() && frac_part.is_empty() || frac_part.contains('.') {
+    if (int_part.is_empty() && frac_part.is_empty()) || frac_part.contains('.') {
         return None;
     }
     let scale = parse_suffix(suffix)?;
@@ -147,6 +152,8 @@ mod tests {
         assert!(q("1E") > q("1P"));
         assert!(q("1Ei") > q("1E"));
         assert!(q("1e40") > q("1Ei"));
+        assert!(q("2").is_integer() && q("1k").is_integer());
+        assert!(!q("1.5").is_integer() && !q("100m").is_integer());
     }
 
     #[test]

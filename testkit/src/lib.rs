@@ -1,0 +1,216 @@
+//! Test support for Ferry's integration tests.
+//!
+//! * [`Etcd`] starts a private etcd (temporary data dir, free ports) and kills it on drop.
+//! * [`Cluster`] adds an in-process `ferry-apiserver` on a free port with its own data dir,
+//!   and hands out a `kube::Client` (admin) and raw HTTP helpers for bad-input tests.
+//!
+//! Everything listens on 127.0.0.1 only and is cleaned up on drop, also when a test fails.
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (racy by nature; good enough for tests).
+pub fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("binding a probe socket")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Install the rustls crypto provider and a test log subscriber (idempotent).
+pub fn init() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A private etcd process.
+pub struct Etcd {
+    child: Child,
+    /// Client URL, `http://127.0.0.1:<port>`.
+    pub url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    /// Start etcd on free ports with a temporary data dir and wait until it answers.
+    pub async fn start() -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("ferry-etcd-").tempdir()?;
+        let (client, peer) = (free_port()?, free_port()?);
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let log = std::fs::File::create(dir.path().join("etcd.log"))?;
+        let child = Command::new(etcd_binary())
+            .arg("--name=test")
+            .arg(format!("--data-dir={}", dir.path().join("data").display()))
+            .arg(format!("--listen-client-urls={url}"))
+            .arg(format!("--advertise-client-urls={url}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster=test={peer_url}"))
+            .arg("--log-level=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting etcd (is etcd-server installed?)")?;
+        let etcd = Etcd { child, url, dir };
+        etcd.wait_ready().await?;
+        Ok(etcd)
+    }
+
+    async fn wait_ready(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut c) = etcd_client::Client::connect([self.url.as_str()], None).await {
+                if c.get("/probe", None).await.is_ok() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
+                bail!("etcd did not become ready at {}:\n{log}", self.url);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A direct etcd client (for compaction and raw checks).
+    pub async fn client(&self) -> Result<etcd_client::Client> {
+        Ok(etcd_client::Client::connect([self.url.as_str()], None).await?)
+    }
+
+    /// Stop etcd (SIGKILL) without removing its data, e.g. to test unavailability.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn etcd_binary() -> PathBuf {
+    std::env::var_os("FERRY_ETCD").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("etcd"))
+}
+
+/// etcd plus an in-process API server.
+pub struct Cluster {
+    /// The etcd behind the server.
+    pub etcd: Etcd,
+    /// The running server (None while stopped).
+    pub server: Option<ferry_apiserver::Running>,
+    /// The server's data dir.
+    pub data_dir: tempfile::TempDir,
+    /// The configuration it was started with.
+    pub config: ferry_apiserver::Config,
+}
+
+impl Cluster {
+    /// Start etcd and an API server with default settings.
+    pub async fn start() -> Result<Self> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Start with a chance to adjust the server configuration.
+    pub async fn start_with(adjust: impl FnOnce(&mut ferry_apiserver::Config)) -> Result<Self> {
+        init();
+        let etcd = Etcd::start().await?;
+        let data_dir = tempfile::Builder::new().prefix("ferry-apiserver-").tempdir()?;
+        let mut config = ferry_apiserver::Config::new(vec![etcd.url.clone()], data_dir.path().to_path_buf());
+        config.secure_port = 0;
+        config.compaction_interval = None;
+        config.shutdown_grace = Duration::from_secs(2);
+        adjust(&mut config);
+        let server = ferry_apiserver::start(config.clone()).await.context("starting the API server")?;
+        Ok(Self { etcd, server: Some(server), data_dir, config })
+    }
+
+    /// Stop the API server (etcd keeps running).
+    pub async fn stop_server(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+    }
+
+    /// Start the API server again on the same port and data dir.
+    pub async fn restart_server(&mut self) -> Result<()> {
+        let port = self.server.as_ref().map(|s| s.addr.port());
+        self.stop_server().await;
+        let mut config = self.config.clone();
+        if let Some(p) = port {
+            config.secure_port = p;
+        }
+        self.server = Some(ferry_apiserver::start(config).await.context("restarting the API server")?);
+        Ok(())
+    }
+
+    /// Path of the admin kubeconfig.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir.path().join("admin.kubeconfig")
+    }
+
+    /// An admin `kube::Client`.
+    pub async fn client(&self) -> Result<kube::Client> {
+        client_from(&self.kubeconfig()).await
+    }
+
+    /// Send a raw request as admin; returns the status code and body.
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<Vec<u8>>,
+    ) -> Result<(u16, Bytes)> {
+        raw(&self.client().await?, method, path, content_type, body.into()).await
+    }
+
+    /// Send a raw request and parse the body as JSON.
+    pub async fn raw_json(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<Vec<u8>>,
+    ) -> Result<(u16, serde_json::Value)> {
+        let (code, bytes) = self.raw(method, path, content_type, body).await?;
+        let v = serde_json::from_slice(&bytes).with_context(|| format!("body of {method} {path} is not JSON: {}", String::from_utf8_lossy(&bytes)))?;
+        Ok((code, v))
+    }
+}
+
+/// A `kube::Client` from a kubeconfig file.
+pub async fn client_from(path: &Path) -> Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(path)?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Send a raw request with a `kube::Client`.
+pub async fn raw(
+    client: &kube::Client,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> Result<(u16, Bytes)> {
+    let mut req = http::Request::builder().method(method).uri(path);
+    if let Some(ct) = content_type {
+        req = req.header(http::header::CONTENT_TYPE, ct);
+    }
+    let req = req.body(kube::client::Body::from(body))?;
+    let resp = client.send(req).await?;
+    let code = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    Ok((code, bytes))
+}
