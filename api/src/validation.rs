@@ -9,16 +9,18 @@
 mod apps;
 mod cluster;
 mod config;
+mod container;
 mod events;
 pub mod meta;
 pub mod names;
 mod pod;
 pub mod quantity;
 mod service;
+mod volume;
 
 pub use meta::{
-    label_selector_is_empty, label_selector_matches, validate_annotations, validate_label_selector,
-    validate_labels, validate_object_meta, validate_object_meta_update,
+    label_selector_is_empty, label_selector_matches, validate_annotations, validate_label_selector, validate_labels,
+    validate_object_meta, validate_object_meta_update,
 };
 pub use names::{
     is_config_map_key, is_dns1035_label, is_dns1123_label, is_dns1123_subdomain, is_qualified_name,
@@ -145,7 +147,10 @@ mod tests {
         assert_eq!(format!("{:?}", go_string_slice(&["x".into(), "y".into()])), r#"[]string{"x", "y"}"#);
         assert_eq!(format!("{:?}", int_or_string(&IntOrString::String("25%".into()))), "25%");
         assert_eq!(format!("{:?}", int_or_string(&IntOrString::Int(0))), "0");
-        assert_eq!(non_negative(Some(-2), "x").map(|e| e.to_string()).as_deref(), Some("x: Invalid value: -2: must be greater than or equal to 0"));
+        assert_eq!(
+            non_negative(Some(-2), "x").map(|e| e.to_string()).as_deref(),
+            Some("x: Invalid value: -2: must be greater than or equal to 0")
+        );
         assert!(non_negative(Some(0), "x").is_none());
         assert!(non_negative(None, "x").is_none());
     }

@@ -94,3 +94,20 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_requests() {
+        let m = Metrics::new();
+        m.observe("GET", "pods", 200, Duration::from_millis(3));
+        let mut out = String::new();
+        let r = prometheus_client::encoding::text::encode(&mut out, &m.registry);
+        println!("{r:?}");
+        let text = m.render();
+        assert!(text.contains("apiserver_request_total{verb=\"GET\",resource=\"pods\",code=\"200\"} 1"), "{text}");
+        assert!(text.contains("apiserver_request_duration_seconds_bucket"), "{text}");
+    }
+}

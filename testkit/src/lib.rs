@@ -24,9 +24,7 @@ pub fn free_port() -> Result<u16> {
 pub fn init() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_test_writer()
         .try_init();
 }
@@ -184,7 +182,8 @@ impl Cluster {
         body: impl Into<Vec<u8>>,
     ) -> Result<(u16, serde_json::Value)> {
         let (code, bytes) = self.raw(method, path, content_type, body).await?;
-        let v = serde_json::from_slice(&bytes).with_context(|| format!("body of {method} {path} is not JSON: {}", String::from_utf8_lossy(&bytes)))?;
+        let v = serde_json::from_slice(&bytes)
+            .with_context(|| format!("body of {method} {path} is not JSON: {}", String::from_utf8_lossy(&bytes)))?;
         Ok((code, v))
     }
 }
@@ -213,4 +212,68 @@ pub async fn raw(
     let code = resp.status().as_u16();
     let bytes = resp.into_body().collect().await?.to_bytes();
     Ok((code, bytes))
+}
+
+/// A raw watch stream: newline-delimited JSON events.
+pub struct RawWatch {
+    body: kube::client::Body,
+    buf: Vec<u8>,
+    /// HTTP status of the watch response.
+    pub status: u16,
+}
+
+impl RawWatch {
+    /// Start a watch with a raw GET (the path must include `watch=true`).
+    pub async fn start(client: &kube::Client, path: &str) -> Result<Self> {
+        let req = http::Request::builder().method("GET").uri(path).body(kube::client::Body::from(Vec::new()))?;
+        let resp = client.send(req).await?;
+        Ok(Self { status: resp.status().as_u16(), body: resp.into_body(), buf: Vec::new() })
+    }
+
+    /// The next event, or `None` when the server closed the stream. Fails after `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> Result<Option<serde_json::Value>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                let v = serde_json::from_slice(&line[..line.len() - 1])
+                    .with_context(|| format!("watch line is not JSON: {}", String::from_utf8_lossy(&line)))?;
+                return Ok(Some(v));
+            }
+            let frame = tokio::time::timeout_at(deadline, self.body.frame())
+                .await
+                .context("timed out waiting for a watch event")?;
+            match frame {
+                None => return Ok(None),
+                Some(f) => {
+                    if let Ok(data) = f?.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Collect events until `pred` holds for the last one (or fail after `timeout`).
+    pub async fn until(
+        &mut self,
+        timeout: Duration,
+        mut pred: impl FnMut(&serde_json::Value) -> bool,
+    ) -> Result<Vec<serde_json::Value>> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left).await? {
+                Some(ev) => {
+                    let done = pred(&ev);
+                    out.push(ev);
+                    if done {
+                        return Ok(out);
+                    }
+                }
+                None => bail!("watch closed before the condition held; got {out:?}"),
+            }
+        }
+    }
 }

@@ -3,8 +3,8 @@
 
 use super::meta::validate_label_name;
 use super::names::{
-    inclusive_range_error, is_dns1123_label, is_env_var_name, is_http_header_name, is_qualified_name,
-    is_valid_port_name, is_valid_port_num, name_is_dns1123_subdomain, is_config_map_key,
+    inclusive_range_error, is_config_map_key, is_dns1123_label, is_env_var_name, is_http_header_name,
+    is_qualified_name, is_valid_port_name, is_valid_port_num, name_is_dns1123_subdomain,
 };
 use super::quantity::{parse_quantity, Quantity, QUANTITY_FORMAT_ERROR};
 use super::volume::{local_descending_path, referenced_name, Volumes};
@@ -35,8 +35,14 @@ const ENV_FIELD_PATHS: &[&str] = &[
 ];
 
 /// Container resources a downward-API env var may reference (besides hugepages).
-const ENV_RESOURCE_FIELDS: &[&str] =
-    &["limits.cpu", "limits.ephemeral-storage", "limits.memory", "requests.cpu", "requests.ephemeral-storage", "requests.memory"];
+const ENV_RESOURCE_FIELDS: &[&str] = &[
+    "limits.cpu",
+    "limits.ephemeral-storage",
+    "limits.memory",
+    "requests.cpu",
+    "requests.ephemeral-storage",
+    "requests.memory",
+];
 
 const PROBE_SET_ON_INIT: &str = "may not be set for init containers without restartPolicy=Always";
 
@@ -60,7 +66,10 @@ pub(super) fn validate_containers(
         }
         errs.extend(validate_probes_and_lifecycle(c, grace_period, &c_path));
         if c.restart_policy.is_some() {
-            errs.push(FieldError::forbidden(format!("{c_path}.restartPolicy"), "may not be set for non-init containers"));
+            errs.push(FieldError::forbidden(
+                format!("{c_path}.restartPolicy"),
+                "may not be set for non-init containers",
+            ));
         }
     }
     errs.extend(host_port_conflicts(containers.iter().enumerate(), path));
@@ -147,7 +156,11 @@ fn validate_container_common(c: &Container, volumes: &Volumes<'_>, path: &str) -
     errs.extend(validate_container_ports(c.ports.as_deref().unwrap_or_default(), &format!("{path}.ports")));
     errs.extend(validate_env(c.env.as_deref().unwrap_or_default(), &format!("{path}.env")));
     errs.extend(validate_env_from(c.env_from.as_deref().unwrap_or_default(), &format!("{path}.envFrom")));
-    errs.extend(validate_volume_mounts(c.volume_mounts.as_deref().unwrap_or_default(), volumes, &format!("{path}.volumeMounts")));
+    errs.extend(validate_volume_mounts(
+        c.volume_mounts.as_deref().unwrap_or_default(),
+        volumes,
+        &format!("{path}.volumeMounts"),
+    ));
     errs.extend(one_of(
         c.image_pull_policy.as_deref(),
         &["Always", "IfNotPresent", "Never"],
@@ -231,7 +244,11 @@ fn validate_env(vars: &[EnvVar], path: &str) -> Vec<FieldError> {
         if var.name.is_empty() {
             errs.push(FieldError::required(format!("{v_path}.name"), ""));
         } else {
-            errs.extend(is_env_var_name(&var.name).into_iter().map(|m| FieldError::invalid(format!("{v_path}.name"), &var.name, m)));
+            errs.extend(
+                is_env_var_name(&var.name)
+                    .into_iter()
+                    .map(|m| FieldError::invalid(format!("{v_path}.name"), &var.name, m)),
+            );
         }
         errs.extend(validate_env_value_from(var, &format!("{v_path}.valueFrom")));
     }
@@ -251,7 +268,10 @@ fn validate_env_value_from(var: &EnvVar, path: &str) -> Vec<FieldError> {
         let res = resource_ref.resource.as_str();
         if res.is_empty() {
             errs.push(FieldError::required(format!("{path}.resourceFieldRef.resource"), ""));
-        } else if !ENV_RESOURCE_FIELDS.contains(&res) && !res.starts_with("requests.hugepages-") && !res.starts_with("limits.hugepages-") {
+        } else if !ENV_RESOURCE_FIELDS.contains(&res)
+            && !res.starts_with("requests.hugepages-")
+            && !res.starts_with("limits.hugepages-")
+        {
             errs.push(FieldError::not_supported(format!("{path}.resourceFieldRef.resource"), res, ENV_RESOURCE_FIELDS));
         }
     }
@@ -287,7 +307,10 @@ fn validate_object_field_selector(sel: &ObjectFieldSelector, path: &str) -> Vec<
         return vec![FieldError::required(format!("{path}.fieldPath"), "")];
     }
     let subscripted = |prefix: &str| {
-        sel.field_path.strip_prefix(prefix).and_then(|rest| rest.strip_prefix("['")).and_then(|rest| rest.strip_suffix("']"))
+        sel.field_path
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix("['"))
+            .and_then(|rest| rest.strip_suffix("']"))
     };
     if let Some(key) = subscripted("metadata.annotations") {
         return is_qualified_name(&key.to_lowercase()).into_iter().map(|m| FieldError::invalid(path, key, m)).collect();
@@ -319,7 +342,9 @@ fn validate_env_from(sources: &[EnvFromSource], path: &str) -> Vec<FieldError> {
     for (i, source) in sources.iter().enumerate() {
         let s_path = format!("{path}[{i}]");
         if let Some(prefix) = source.prefix.as_deref().filter(|p| !p.is_empty()) {
-            errs.extend(is_env_var_name(prefix).into_iter().map(|m| FieldError::invalid(format!("{s_path}.prefix"), prefix, m)));
+            errs.extend(
+                is_env_var_name(prefix).into_iter().map(|m| FieldError::invalid(format!("{s_path}.prefix"), prefix, m)),
+            );
         }
         let refs = [
             ("configMapRef", source.config_map_ref.as_ref().map(|r| r.name.as_str())),
@@ -331,7 +356,9 @@ fn validate_env_from(sources: &[EnvFromSource], path: &str) -> Vec<FieldError> {
             if name.is_empty() {
                 errs.push(FieldError::required(name_path, ""));
             } else {
-                errs.extend(name_is_dns1123_subdomain(name, true).into_iter().map(|m| FieldError::invalid(&name_path, name, m)));
+                errs.extend(
+                    name_is_dns1123_subdomain(name, true).into_iter().map(|m| FieldError::invalid(&name_path, name, m)),
+                );
             }
         }
         match refs.iter().filter(|(_, name)| name.is_some()).count() {
@@ -509,7 +536,11 @@ fn validate_probe(probe: &Probe, kind: ProbeKind, path: &str) -> Vec<FieldError>
                 "must not be set for readinessProbes",
             ));
         } else if grace <= 0 {
-            errs.push(FieldError::invalid(format!("{path}.terminationGracePeriodSeconds"), grace, "must be greater than 0"));
+            errs.push(FieldError::invalid(
+                format!("{path}.terminationGracePeriodSeconds"),
+                grace,
+                "must be greater than 0",
+            ));
         }
     }
     let success = probe.success_threshold.unwrap_or(0);
@@ -566,10 +597,17 @@ fn validate_handlers(h: &Handlers<'_>, grace_period: Option<i64>, path: &str) ->
         .collect();
     let h_path = format!("{path}.{first}");
     match first {
-        "exec" if h.exec.is_some_and(<[String]>::is_empty) => errs.push(FieldError::required(format!("{h_path}.command"), "")),
+        "exec" if h.exec.is_some_and(<[String]>::is_empty) => {
+            errs.push(FieldError::required(format!("{h_path}.command"), ""))
+        }
         "httpGet" => errs.extend(h.http_get.map(|g| validate_http_get(g, &h_path)).unwrap_or_default()),
-        "tcpSocket" => errs.extend(h.tcp_socket.map(|p| validate_port_num_or_name(p, &format!("{h_path}.port"))).unwrap_or_default()),
-        "grpc" => errs.extend(h.grpc.map(|p| validate_port_num_or_name(&IntOrString::Int(p), &format!("{h_path}.port"))).unwrap_or_default()),
+        "tcpSocket" => errs
+            .extend(h.tcp_socket.map(|p| validate_port_num_or_name(p, &format!("{h_path}.port"))).unwrap_or_default()),
+        "grpc" => errs.extend(
+            h.grpc
+                .map(|p| validate_port_num_or_name(&IntOrString::Int(p), &format!("{h_path}.port")))
+                .unwrap_or_default(),
+        ),
         "sleep" => {
             if let (Some(seconds), Some(grace)) = (h.sleep, grace_period) {
                 if seconds < 0 || seconds > grace {
@@ -594,7 +632,11 @@ fn validate_http_get(get: &HTTPGetAction, path: &str) -> Vec<FieldError> {
         errs.push(FieldError::not_supported(format!("{path}.scheme"), scheme, &["HTTP", "HTTPS"]));
     }
     for header in get.http_headers.iter().flatten() {
-        errs.extend(is_http_header_name(&header.name).into_iter().map(|m| FieldError::invalid(format!("{path}.httpHeaders"), &header.name, m)));
+        errs.extend(
+            is_http_header_name(&header.name)
+                .into_iter()
+                .map(|m| FieldError::invalid(format!("{path}.httpHeaders"), &header.name, m)),
+        );
     }
     errs
 }
@@ -728,7 +770,10 @@ mod tests {
                 "spec.containers[0].ports[5].hostPort Duplicate",
             ]
         );
-        assert_eq!(errs[1].to_string(), "spec.containers[0].ports[1].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive");
+        assert_eq!(
+            errs[1].to_string(),
+            "spec.containers[0].ports[1].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive"
+        );
         assert_eq!(errs[6].value.as_deref(), Some("\"TCP//8080\""));
     }
 
@@ -845,7 +890,10 @@ mod tests {
             ]
         );
         assert_eq!(errs[1].detail, "must be non-negative and less than terminationGracePeriodSeconds (30)");
-        assert_eq!(errs[4].to_string(), "spec.containers[0].livenessProbe.successThreshold: Invalid value: 2: must be 1");
+        assert_eq!(
+            errs[4].to_string(),
+            "spec.containers[0].livenessProbe.successThreshold: Invalid value: 2: must be 1"
+        );
     }
 
     #[test]
@@ -876,9 +924,15 @@ mod tests {
     fn pod_only_and_helpers() {
         let list = containers(json!([ctr(json!({"image": " nginx"}))]));
         assert_eq!(validate_containers_only_for_pod(&list, "spec.containers")[0].field, "spec.containers[0].image");
-        assert_eq!(positive_int32(0, "x").map(|e| e.detail), Some("must be between 1 and 2147483647, inclusive".to_string()));
+        assert_eq!(
+            positive_int32(0, "x").map(|e| e.detail),
+            Some("must be between 1 and 2147483647, inclusive".to_string())
+        );
         assert!(positive_int32(5, "x").is_none());
-        assert_eq!(validate_port_num_or_name(&IntOrString::String("HTTP".into()), "p")[0].value.as_deref(), Some("\"HTTP\""));
+        assert_eq!(
+            validate_port_num_or_name(&IntOrString::String("HTTP".into()), "p")[0].value.as_deref(),
+            Some("\"HTTP\"")
+        );
         assert_eq!(validate_port_num_or_name(&IntOrString::Int(0), "p")[0].value.as_deref(), Some("0"));
         assert!(one_of(Some("TCP"), SUPPORTED_PROTOCOLS, "p").is_none());
         assert!(is_overcommit_allowed("cpu") && is_overcommit_allowed("kubernetes.io/x"));

@@ -48,7 +48,10 @@ pub fn validate_object_meta(meta: &ObjectMeta, namespaced: bool, name_rule: Name
     }
     errs.extend(validate_labels(meta.labels.as_ref(), &format!("{path}.labels")));
     errs.extend(validate_annotations(meta.annotations.as_ref(), &format!("{path}.annotations")));
-    errs.extend(validate_owner_references(meta.owner_references.as_deref().unwrap_or_default(), &format!("{path}.ownerReferences")));
+    errs.extend(validate_owner_references(
+        meta.owner_references.as_deref().unwrap_or_default(),
+        &format!("{path}.ownerReferences"),
+    ));
     errs.extend(validate_finalizers(meta.finalizers.as_deref().unwrap_or_default(), &format!("{path}.finalizers")));
     errs
 }
@@ -188,7 +191,11 @@ pub fn validate_finalizer_name(name: &str, list_path: &str, item_path: &str) -> 
     let mut errs: Vec<FieldError> =
         is_qualified_name(name).into_iter().map(|msg| FieldError::invalid(list_path, name, msg)).collect();
     if !name.contains('/') && !STANDARD_FINALIZERS.contains(&name) {
-        errs.push(FieldError::invalid(item_path, name, "name is neither a standard finalizer name nor is it fully qualified"));
+        errs.push(FieldError::invalid(
+            item_path,
+            name,
+            "name is neither a standard finalizer name nor is it fully qualified",
+        ));
     }
     errs
 }
@@ -297,7 +304,12 @@ mod tests {
         assert_eq!(errs[0].field, "metadata.generateName");
         let errs = check(json!({"name": "web", "namespace": "My_NS"}));
         assert_eq!(errs[0].field, "metadata.namespace");
-        let errs = validate_object_meta(&meta(json!({"name": "n1", "namespace": "x"})), false, name_is_dns1123_subdomain, "metadata");
+        let errs = validate_object_meta(
+            &meta(json!({"name": "n1", "namespace": "x"})),
+            false,
+            name_is_dns1123_subdomain,
+            "metadata",
+        );
         assert_eq!(errs[0].to_string(), "metadata.namespace: Forbidden: not allowed on this type");
         let errs = check(json!({"name": "web", "generation": -1}));
         assert_eq!(errs[0].to_string(), "metadata.generation: Invalid value: -1: must be greater than or equal to 0");
@@ -319,11 +331,17 @@ mod tests {
 
     #[test]
     fn owner_references() {
-        let errs = check(json!({"name": "w", "ownerReferences": [{"apiVersion": "", "kind": "", "name": "", "uid": ""}]}));
+        let errs =
+            check(json!({"name": "w", "ownerReferences": [{"apiVersion": "", "kind": "", "name": "", "uid": ""}]}));
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
             fields,
-            ["metadata.ownerReferences.apiVersion", "metadata.ownerReferences.kind", "metadata.ownerReferences.name", "metadata.ownerReferences.uid"]
+            [
+                "metadata.ownerReferences.apiVersion",
+                "metadata.ownerReferences.kind",
+                "metadata.ownerReferences.name",
+                "metadata.ownerReferences.uid"
+            ]
         );
         assert_eq!(errs[0].detail, "version must not be empty");
         let two = json!({"name": "w", "ownerReferences": [
@@ -334,7 +352,8 @@ mod tests {
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].field, "metadata.ownerReferences");
         assert!(errs[0].detail.ends_with("references for ReplicaSet/a and ReplicaSet/b"));
-        let event = json!({"name": "w", "ownerReferences": [{"apiVersion": "v1", "kind": "Event", "name": "e", "uid": "1"}]});
+        let event =
+            json!({"name": "w", "ownerReferences": [{"apiVersion": "v1", "kind": "Event", "name": "e", "uid": "1"}]});
         assert!(check(event)[0].detail.contains("is disallowed from being an owner"));
     }
 
@@ -354,7 +373,9 @@ mod tests {
 
     #[test]
     fn update_rules() {
-        let old = meta(json!({"name": "w", "deletionTimestamp": "2026-01-01T00:00:00Z", "finalizers": ["a.io/x"], "generation": 3}));
+        let old = meta(
+            json!({"name": "w", "deletionTimestamp": "2026-01-01T00:00:00Z", "finalizers": ["a.io/x"], "generation": 3}),
+        );
         let new = meta(json!({"name": "w", "finalizers": ["a.io/x", "a.io/y"], "generation": 2}));
         let errs = validate_object_meta_update(&new, &old, "metadata");
         assert_eq!(errs.len(), 2);
@@ -377,7 +398,8 @@ mod tests {
         }))
         .unwrap();
         assert!(validate_label_selector(&sel, "spec.selector").is_empty());
-        let labels: BTreeMap<String, String> = [("app", "web"), ("tier", "fe")].map(|(k, v)| (k.into(), v.into())).into();
+        let labels: BTreeMap<String, String> =
+            [("app", "web"), ("tier", "fe")].map(|(k, v)| (k.into(), v.into())).into();
         assert!(label_selector_matches(&sel, Some(&labels)));
         let mut canary = labels.clone();
         canary.insert("canary".into(), "1".into());

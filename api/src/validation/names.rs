@@ -20,8 +20,7 @@ const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
 const DNS1123_LABEL_ERR: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character";
 const DNS1123_SUBDOMAIN_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
 const DNS1123_SUBDOMAIN_ERR: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
-const DNS1123_SUBDOMAIN_UNDERSCORE_FMT: &str =
-    "_?[a-z0-9]([-_a-z0-9]*[a-z0-9])?(\\._?[a-z0-9]([-_a-z0-9]*[a-z0-9])?)*";
+const DNS1123_SUBDOMAIN_UNDERSCORE_FMT: &str = "_?[a-z0-9]([-_a-z0-9]*[a-z0-9])?(\\._?[a-z0-9]([-_a-z0-9]*[a-z0-9])?)*";
 const DNS1123_SUBDOMAIN_UNDERSCORE_ERR: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '_', '-' or '.', and must start and end with an alphanumeric character";
 const DNS1035_LABEL_FMT: &str = "[a-z]([-a-z0-9]*[a-z0-9])?";
 const DNS1035_LABEL_ERR: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character";
@@ -36,7 +35,8 @@ const PERCENT_FMT: &str = "[0-9]+%";
 const PERCENT_ERR: &str = "a valid percent string must be a numeric string followed by an ending '%'";
 const HTTP_HEADER_NAME_FMT: &str = "[-A-Za-z0-9]+";
 const HTTP_HEADER_NAME_ERR: &str = "a valid HTTP header must consist of alphanumeric characters or '-'";
-const ENV_VAR_NAME_ERR: &str = "a valid environment variable name must consist only of printable ASCII characters other than '='";
+const ENV_VAR_NAME_ERR: &str =
+    "a valid environment variable name must consist only of printable ASCII characters other than '='";
 
 /// `must be non-empty`.
 pub const EMPTY_ERROR: &str = "must be non-empty";
@@ -130,7 +130,9 @@ pub fn is_dns1123_subdomain_with_underscore(value: &str) -> Vec<String> {
         let (Some(first), Some(last)) = (label.chars().next(), label.chars().last()) else {
             return false;
         };
-        is_lower_alnum(first) && is_lower_alnum(last) && label.chars().all(|c| is_lower_alnum(c) || c == '-' || c == '_')
+        is_lower_alnum(first)
+            && is_lower_alnum(last)
+            && label.chars().all(|c| is_lower_alnum(c) || c == '-' || c == '_')
     };
     let mut errs = Vec::new();
     if value.len() > DNS1123_SUBDOMAIN_MAX_LENGTH {
@@ -186,7 +188,10 @@ pub fn is_qualified_name(value: &str) -> Vec<String> {
         errs.push(format!("name part {}", max_len_error(LABEL_VALUE_MAX_LENGTH)));
     }
     if !matches_label_key_name(name) {
-        errs.push(format!("name part {}", regex_error(LABEL_KEY_ERR, LABEL_KEY_FMT, &["MyName", "my.name", "123-abc"])));
+        errs.push(format!(
+            "name part {}",
+            regex_error(LABEL_KEY_ERR, LABEL_KEY_FMT, &["MyName", "my.name", "123-abc"])
+        ));
     }
     errs
 }

@@ -4,13 +4,15 @@
 use super::container::{
     one_of, positive_int32, validate_containers, validate_containers_only_for_pod, validate_init_containers,
 };
-use super::meta::{validate_annotations, validate_label_name, validate_labels, validate_object_meta, validate_object_meta_update};
+use super::meta::{
+    validate_annotations, validate_label_name, validate_labels, validate_object_meta, validate_object_meta_update,
+};
 use super::names::{
     is_dns1123_label, is_dns1123_subdomain, is_dns1123_subdomain_with_underscore, is_qualified_name,
     is_valid_label_value, name_is_dns1123_subdomain, INVALID_IP_ERROR,
 };
+use super::non_negative;
 use super::volume::validate_volumes;
-use super::{non_negative, IS_NEGATIVE_ERROR};
 use crate::FieldError;
 use k8s_openapi::api::core::v1::{Pod, PodSpec, PodTemplateSpec, Toleration};
 use serde_json::Value;
@@ -44,12 +46,19 @@ pub(super) fn pod(new: &Pod, old: Option<&Pod>) -> Vec<FieldError> {
     let mut errs = validate_object_meta(&new.metadata, true, name_is_dns1123_subdomain, "metadata");
     errs.extend(validate_pod_spec(&spec, "spec", true));
     errs.extend(validate_containers_only_for_pod(&spec.containers, "spec.containers"));
-    errs.extend(validate_containers_only_for_pod(spec.init_containers.as_deref().unwrap_or_default(), "spec.initContainers"));
+    errs.extend(validate_containers_only_for_pod(
+        spec.init_containers.as_deref().unwrap_or_default(),
+        "spec.initContainers",
+    ));
     errs.extend(service_account_token_needs_service_account(&spec));
     match old {
         None => errs.extend(validate_pod_create(&spec)),
         Some(old) => {
             errs.extend(validate_object_meta_update(&new.metadata, &old.metadata, "metadata"));
+            // Kubernetes applies defaults when it reads the stored object, so a pod stored
+            // before a default existed still compares equal to its defaulted update.
+            let mut old = old.clone();
+            crate::defaults::pod(&mut old);
             errs.extend(validate_pod_update(&spec, &spec_or_default(old.spec.as_ref())));
         }
     }
@@ -97,7 +106,10 @@ pub fn validate_pod_template(template: &PodTemplateSpec, path: &str) -> Vec<Fiel
     let spec = spec_or_default(template.spec.as_ref());
     errs.extend(validate_pod_spec(&spec, &format!("{path}.spec"), false));
     if spec.ephemeral_containers.as_ref().is_some_and(|e| !e.is_empty()) {
-        errs.push(FieldError::forbidden(format!("{path}.spec.ephemeralContainers"), "ephemeral containers not allowed in pod template"));
+        errs.push(FieldError::forbidden(
+            format!("{path}.spec.ephemeralContainers"),
+            "ephemeral containers not allowed in pod template",
+        ));
     }
     errs
 }
@@ -111,14 +123,19 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &str, is_pod: bool) -> Vec<FieldE
         None => errs.push(FieldError::required(&grace_path, "")),
         Some(grace) => errs.extend(non_negative(Some(grace), &grace_path)),
     }
-    let (volumes, volume_errs) = validate_volumes(spec.volumes.as_deref().unwrap_or_default(), &format!("{path}.volumes"));
+    let (volumes, volume_errs) =
+        validate_volumes(spec.volumes.as_deref().unwrap_or_default(), &format!("{path}.volumes"));
     errs.extend(volume_errs);
     let grace = spec.termination_grace_period_seconds;
     errs.extend(validate_containers(&spec.containers, &volumes, grace, &format!("{path}.containers")));
     let init = spec.init_containers.as_deref().unwrap_or_default();
     errs.extend(validate_init_containers(init, &spec.containers, &volumes, grace, &format!("{path}.initContainers")));
     errs.extend(validate_host_network_ports(spec, path, is_pod));
-    errs.extend(one_of(spec.restart_policy.as_deref(), &["Always", "OnFailure", "Never"], &format!("{path}.restartPolicy")));
+    errs.extend(one_of(
+        spec.restart_policy.as_deref(),
+        &["Always", "OnFailure", "Never"],
+        &format!("{path}.restartPolicy"),
+    ));
     errs.extend(one_of(
         spec.dns_policy.as_deref(),
         &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"],
@@ -199,7 +216,11 @@ fn validate_gates(spec: &PodSpec, path: &str) -> Vec<FieldError> {
     let mut errs = Vec::new();
     for (i, gate) in spec.readiness_gates.iter().flatten().enumerate() {
         let g_path = format!("{path}.readinessGates[{i}].conditionType");
-        errs.extend(is_qualified_name(&gate.condition_type).into_iter().map(|m| FieldError::invalid(&g_path, &gate.condition_type, m)));
+        errs.extend(
+            is_qualified_name(&gate.condition_type)
+                .into_iter()
+                .map(|m| FieldError::invalid(&g_path, &gate.condition_type, m)),
+        );
     }
     let mut seen = HashSet::new();
     for (i, gate) in spec.scheduling_gates.iter().flatten().enumerate() {
@@ -255,13 +276,17 @@ fn validate_dns_config(spec: &PodSpec, path: &str) -> Vec<FieldError> {
         errs.push(FieldError::invalid(
             format!("{path}.searches"),
             super::go_string_slice(searches),
-            format!("must not have more than {MAX_DNS_SEARCH_LIST_CHARS} characters (including spaces) in the search list"),
+            format!(
+                "must not have more than {MAX_DNS_SEARCH_LIST_CHARS} characters (including spaces) in the search list"
+            ),
         ));
     }
     for (i, search) in searches.iter().enumerate().filter(|(_, s)| s.as_str() != ".") {
         let trimmed = search.strip_suffix('.').unwrap_or(search);
         let s_path = format!("{path}.searches[{i}]");
-        errs.extend(is_dns1123_subdomain_with_underscore(trimmed).into_iter().map(|m| FieldError::invalid(&s_path, trimmed, m)));
+        errs.extend(
+            is_dns1123_subdomain_with_underscore(trimmed).into_iter().map(|m| FieldError::invalid(&s_path, trimmed, m)),
+        );
     }
     for (i, option) in config.options.iter().flatten().enumerate() {
         if option.name.as_deref().unwrap_or_default().is_empty() {
@@ -291,7 +316,11 @@ pub(super) fn validate_tolerations(tolerations: &[Toleration], path: &str) -> Ve
             ));
         }
         if t.toleration_seconds.is_some() && effect != "NoExecute" {
-            errs.push(FieldError::invalid(format!("{t_path}.effect"), effect, "effect must be 'NoExecute' when `tolerationSeconds` is set"));
+            errs.push(FieldError::invalid(
+                format!("{t_path}.effect"),
+                effect,
+                "effect must be 'NoExecute' when `tolerationSeconds` is set",
+            ));
         }
         match operator {
             "Equal" | "" => {
@@ -325,12 +354,13 @@ pub(super) fn validate_taint_effect(effect: &str, path: &str) -> Option<FieldErr
 /// else in the spec may change.
 fn validate_pod_update(new: &PodSpec, old: &PodSpec) -> Vec<FieldError> {
     let mut errs = Vec::new();
+    let init_len = |spec: &PodSpec| spec.init_containers.as_ref().map_or(0, Vec::len);
     let lists = [
-        ("spec.containers", &new.containers, &old.containers),
-        ("spec.initContainers", new.init_containers.as_ref().unwrap_or(&Vec::new()), old.init_containers.as_ref().unwrap_or(&Vec::new())),
+        ("spec.containers", new.containers.len(), old.containers.len()),
+        ("spec.initContainers", init_len(new), init_len(old)),
     ];
-    for (path, new_list, old_list) in lists {
-        if new_list.len() != old_list.len() {
+    for (path, new_len, old_len) in lists {
+        if new_len != old_len {
             errs.push(FieldError::forbidden(path, "pod updates may not add or remove containers"));
             return errs;
         }
@@ -347,7 +377,11 @@ fn validate_pod_update(new: &PodSpec, old: &PodSpec) -> Vec<FieldError> {
     let munged = munge_updatable_fields(new, old);
     let diff = spec_diff(old, &munged);
     if !diff.is_empty() {
-        let detail = format!("pod updates may not change fields other than {}\n{}", UPDATABLE_POD_SPEC_FIELDS.join(","), diff.join("\n"));
+        let detail = format!(
+            "pod updates may not change fields other than {}\n{}",
+            UPDATABLE_POD_SPEC_FIELDS.join(","),
+            diff.join("\n")
+        );
         errs.push(FieldError::forbidden("spec", detail));
     }
     errs
@@ -359,8 +393,14 @@ fn validate_active_deadline_update(new: Option<i64>, old: Option<i64>) -> Option
         (Some(n), _) if !(0..=i64::from(i32::MAX)).contains(&n) => {
             Some(FieldError::invalid(path, n, super::names::inclusive_range_error(0, i32::MAX.into())))
         }
-        (Some(n), Some(o)) if o < n => Some(FieldError::invalid(path, n, "must be less than or equal to previous value")),
-        (None, Some(_)) => Some(FieldError::invalid(path, super::Raw("null".into()), "must not update from a positive integer to nil value")),
+        (Some(n), Some(o)) if o < n => {
+            Some(FieldError::invalid(path, n, "must be less than or equal to previous value"))
+        }
+        (None, Some(_)) => Some(FieldError::invalid(
+            path,
+            super::Raw("null".into()),
+            "must not update from a positive integer to nil value",
+        )),
         _ => None,
     }
 }
@@ -372,7 +412,10 @@ fn validate_only_added_tolerations(new: &[Toleration], old: &[Toleration]) -> Op
     };
     let kept = old.iter().all(|o| new.iter().any(|n| same_but_seconds(o, n)));
     (!kept).then(|| {
-        FieldError::forbidden("spec.tolerations", "existing toleration can not be modified except its tolerationSeconds")
+        FieldError::forbidden(
+            "spec.tolerations",
+            "existing toleration can not be modified except its tolerationSeconds",
+        )
     })
 }
 
@@ -406,7 +449,8 @@ fn munge_updatable_fields(new: &PodSpec, old: &PodSpec) -> PodSpec {
     munged.active_deadline_seconds = old.active_deadline_seconds;
     munged.tolerations.clone_from(&old.tolerations);
     munged.scheduling_gates.clone_from(&old.scheduling_gates);
-    if old.termination_grace_period_seconds.is_some_and(|g| g < 0) && munged.termination_grace_period_seconds == Some(1) {
+    if old.termination_grace_period_seconds.is_some_and(|g| g < 0) && munged.termination_grace_period_seconds == Some(1)
+    {
         munged.termination_grace_period_seconds = old.termination_grace_period_seconds;
     }
     munged
@@ -431,9 +475,9 @@ fn spec_diff(old: &PodSpec, new: &PodSpec) -> Vec<String> {
 /// Drops nulls, empty lists and empty objects, recursively.
 fn normalize(value: Value) -> Value {
     match value {
-        Value::Object(map) => Value::Object(
-            map.into_iter().map(|(k, v)| (k, normalize(v))).filter(|(_, v)| !is_empty_value(v)).collect(),
-        ),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (k, normalize(v))).filter(|(_, v)| !is_empty_value(v)).collect())
+        }
         Value::Array(items) => Value::Array(items.into_iter().map(normalize).collect()),
         other => other,
     }
@@ -505,7 +549,12 @@ mod tests {
         let p: Pod = serde_json::from_value(json!({"metadata": {"name": "web"}})).unwrap();
         assert_eq!(
             fields(&pod(&p, None)),
-            ["spec.terminationGracePeriodSeconds Required", "spec.containers Required", "spec.restartPolicy Required", "spec.dnsPolicy Required"]
+            [
+                "spec.terminationGracePeriodSeconds Required",
+                "spec.containers Required",
+                "spec.restartPolicy Required",
+                "spec.dnsPolicy Required"
+            ]
         );
     }
 
@@ -535,6 +584,7 @@ mod tests {
                 "spec.hostAliases[0].ip Invalid",
                 "spec.hostAliases[0].hostnames[1] Invalid",
                 "spec.preemptionPolicy NotSupported",
+                "spec.nodeName Forbidden",
             ]
         );
         assert_eq!(
@@ -546,12 +596,19 @@ mod tests {
     #[test]
     fn dns_config() {
         let errs = pod(&make(json!({"dnsPolicy": "None"})), None);
-        assert_eq!(errs[0].to_string(), "spec.dnsConfig: Required value: must provide `dnsConfig` when `dnsPolicy` is None");
+        assert_eq!(
+            errs[0].to_string(),
+            "spec.dnsConfig: Required value: must provide `dnsConfig` when `dnsPolicy` is None"
+        );
         let errs = pod(&make(json!({"dnsPolicy": "None", "dnsConfig": {}})), None);
         assert_eq!(errs[0].field, "spec.dnsConfig.nameservers");
-        let ok = make(json!({"dnsPolicy": "None", "dnsConfig": {"nameservers": ["10.0.0.10"], "searches": ["svc.cluster.local.", "."], "options": [{"name": "ndots", "value": "2"}]}}));
+        let ok = make(
+            json!({"dnsPolicy": "None", "dnsConfig": {"nameservers": ["10.0.0.10"], "searches": ["svc.cluster.local.", "."], "options": [{"name": "ndots", "value": "2"}]}}),
+        );
         assert!(pod(&ok, None).is_empty());
-        let bad = make(json!({"dnsConfig": {"nameservers": ["1.1.1.1", "2.2.2.2", "3.3.3.3", "x"], "searches": ["Bad"], "options": [{}]}}));
+        let bad = make(
+            json!({"dnsConfig": {"nameservers": ["1.1.1.1", "2.2.2.2", "3.3.3.3", "x"], "searches": ["Bad"], "options": [{}]}}),
+        );
         assert_eq!(
             fields(&pod(&bad, None)),
             [
@@ -619,7 +676,9 @@ mod tests {
                 "spec.nodeName Forbidden",
             ]
         );
-        let p = make(json!({"containers": [{"name": "app", "image": "nginx ", "imagePullPolicy": "Always", "terminationMessagePolicy": "File"}]}));
+        let p = make(
+            json!({"containers": [{"name": "app", "image": "nginx ", "imagePullPolicy": "Always", "terminationMessagePolicy": "File"}]}),
+        );
         assert_eq!(pod(&p, None)[0].detail, "must not have leading or trailing whitespace");
     }
 
@@ -632,14 +691,27 @@ mod tests {
         .unwrap();
         assert_eq!(
             fields(&validate_pod_template(&template, "spec.template")),
-            ["spec.template.labels Invalid", "spec.template.annotations Invalid", "spec.template.spec.ephemeralContainers Forbidden"]
+            [
+                "spec.template.labels Invalid",
+                "spec.template.annotations Invalid",
+                "spec.template.spec.ephemeralContainers Forbidden"
+            ]
         );
+    }
+
+    /// A pod as the API server would store it (fully defaulted).
+    fn defaulted(spec: Value) -> Pod {
+        let mut p = make(spec);
+        crate::defaults::pod(&mut p);
+        p
     }
 
     #[test]
     fn updates() {
-        let old = make(json!({"activeDeadlineSeconds": 100, "tolerations": [{"key": "k", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 10}]}));
-        let allowed = make(json!({
+        let old = make(
+            json!({"activeDeadlineSeconds": 100, "tolerations": [{"key": "k", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 10}]}),
+        );
+        let allowed = defaulted(json!({
             "activeDeadlineSeconds": 50,
             "containers": [{"name": "app", "image": "nginx:2", "imagePullPolicy": "Always", "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"}],
             "tolerations": [{"key": "k", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 20}, {"key": "new", "operator": "Exists"}]
@@ -658,28 +730,48 @@ mod tests {
         assert!(errs[0].detail.starts_with("pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)\n"));
         assert!(errs[0].detail.ends_with("  spec.nodeName: null -> \"n2\""), "{}", errs[0].detail);
 
-        let more = make(json!({"activeDeadlineSeconds": 200}));
+        let more = defaulted(json!({"activeDeadlineSeconds": 200}));
         assert_eq!(pod(&more, Some(&old))[0].detail, "must be less than or equal to previous value");
-        let unset = make(json!({"tolerations": [{"key": "k", "operator": "Exists", "effect": "NoExecute"}]}));
+        let unset = defaulted(json!({"tolerations": [{"key": "k", "operator": "Exists", "effect": "NoExecute"}]}));
         assert_eq!(pod(&unset, Some(&old))[0].detail, "must not update from a positive integer to nil value");
-        let dropped = make(json!({"activeDeadlineSeconds": 100}));
-        assert_eq!(pod(&dropped, Some(&old))[0].to_string(), "spec.tolerations: Forbidden: existing toleration can not be modified except its tolerationSeconds");
+        let dropped = defaulted(json!({"activeDeadlineSeconds": 100}));
+        assert_eq!(
+            pod(&dropped, Some(&old))[0].to_string(),
+            "spec.tolerations: Forbidden: existing toleration can not be modified except its tolerationSeconds"
+        );
 
-        let two = make(json!({"activeDeadlineSeconds": 100, "tolerations": old.spec.as_ref().and_then(|s| s.tolerations.clone()),
+        let two = make(
+            json!({"activeDeadlineSeconds": 100, "tolerations": old.spec.as_ref().and_then(|s| s.tolerations.clone()),
             "containers": [{"name": "a", "image": "x", "imagePullPolicy": "Always", "terminationMessagePolicy": "File"},
-                           {"name": "b", "image": "x", "imagePullPolicy": "Always", "terminationMessagePolicy": "File"}]}));
-        assert_eq!(pod(&two, Some(&old))[0].to_string(), "spec.containers: Forbidden: pod updates may not add or remove containers");
+                           {"name": "b", "image": "x", "imagePullPolicy": "Always", "terminationMessagePolicy": "File"}]}),
+        );
+        assert_eq!(
+            pod(&two, Some(&old))[0].to_string(),
+            "spec.containers: Forbidden: pod updates may not add or remove containers"
+        );
 
-        let gated_old = make(json!({"schedulingGates": [{"name": "example.com/a"}]}));
-        let gated_new = make(json!({"schedulingGates": [{"name": "example.com/b"}]}));
+        let gated_old = defaulted(json!({"schedulingGates": [{"name": "example.com/a"}]}));
+        let gated_new = defaulted(json!({"schedulingGates": [{"name": "example.com/b"}]}));
         assert_eq!(pod(&gated_new, Some(&gated_old))[0].field, "spec.schedulingGates[0].name");
-        let ungated = make(json!({}));
+        let ungated = defaulted(json!({}));
         assert!(pod(&ungated, Some(&gated_old)).is_empty());
     }
 
     #[test]
+    fn stored_pods_are_compared_after_defaulting() {
+        let raw: Pod = serde_json::from_value(
+            json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}),
+        )
+        .unwrap();
+        let mut defaulted = raw.clone();
+        crate::defaults::pod(&mut defaulted);
+        assert!(pod(&defaulted, Some(&raw)).is_empty());
+    }
+
+    #[test]
     fn diff_ignores_empty_values() {
-        let a: PodSpec = serde_json::from_value(json!({"containers": [{"name": "a", "env": []}], "volumes": null})).unwrap();
+        let a: PodSpec =
+            serde_json::from_value(json!({"containers": [{"name": "a", "env": []}], "volumes": null})).unwrap();
         let b: PodSpec = serde_json::from_value(json!({"containers": [{"name": "a"}]})).unwrap();
         assert!(spec_diff(&a, &b).is_empty());
         let c: PodSpec = serde_json::from_value(json!({"containers": [{"name": "b"}]})).unwrap();

@@ -62,9 +62,10 @@ fn parse_suffix(suffix: &str) -> Option<Scale> {
                 return None;
             }
             // Clamp absurd exponents; anything this large saturates anyway.
-            Scale::Decimal(exp.parse::<i64>().map_or(if exp.starts_with('-') { -1000 } else { 1000 }, |e| {
-                e.clamp(-1000, 1000) as i32
-            }))
+            Scale::Decimal(
+                exp.parse::<i64>()
+                    .map_or(if exp.starts_with('-') { -1000 } else { 1000 }, |e| e.clamp(-1000, 1000) as i32),
+            )
         }
     };
     Some(scale)
@@ -167,7 +168,8 @@ mod tests {
     fn compares() {
         assert_eq!(compare_quantities("500m", "1"), Some(Ordering::Less));
         assert_eq!(compare_quantities("2Gi", "2048Mi"), Some(Ordering::Equal));
-        assert_eq!(compare_quantities("129M", "128Mi"), Some(Ordering::Greater));
+        assert_eq!(compare_quantities("129M", "128Mi"), Some(Ordering::Less));
+        assert_eq!(compare_quantities("135M", "128Mi"), Some(Ordering::Greater));
         assert_eq!(compare_quantities("x", "1"), None);
     }
 }

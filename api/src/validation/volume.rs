@@ -24,7 +24,9 @@ pub(super) fn validate_volumes<'a>(volumes: &'a [Volume], path: &str) -> (Volume
         if volume.name.is_empty() {
             vol_errs.push(FieldError::required(&name_path, ""));
         } else {
-            vol_errs.extend(is_dns1123_label(&volume.name).into_iter().map(|m| FieldError::invalid(&name_path, &volume.name, m)));
+            vol_errs.extend(
+                is_dns1123_label(&volume.name).into_iter().map(|m| FieldError::invalid(&name_path, &volume.name, m)),
+            );
         }
         if valid.contains_key(volume.name.as_str()) {
             vol_errs.push(FieldError::duplicate(&name_path, &volume.name));
@@ -95,7 +97,10 @@ fn validate_source_details(v: &Volume, source: &str, path: &str) -> Vec<FieldErr
         "emptyDir" => {
             let limit = v.empty_dir.as_ref().and_then(|e| e.size_limit.as_ref());
             if limit.is_some_and(|q| parse_quantity(&q.0).is_none_or(|q| q.is_negative())) {
-                errs.push(FieldError::forbidden(format!("{path}.sizeLimit"), "SizeLimit field must be a valid resource quantity"));
+                errs.push(FieldError::forbidden(
+                    format!("{path}.sizeLimit"),
+                    "SizeLimit field must be a valid resource quantity",
+                ));
             }
         }
         "hostPath" => {
@@ -125,10 +130,8 @@ fn validate_source_details(v: &Volume, source: &str, path: &str) -> Vec<FieldErr
                 errs.extend(key_to_paths(config_map.items.as_deref().unwrap_or_default(), &format!("{path}.items")));
             }
         }
-        "persistentVolumeClaim" => {
-            if v.persistent_volume_claim.as_ref().is_some_and(|c| c.claim_name.is_empty()) {
-                errs.push(FieldError::required(format!("{path}.claimName"), ""));
-            }
+        "persistentVolumeClaim" if v.persistent_volume_claim.as_ref().is_some_and(|c| c.claim_name.is_empty()) => {
+            errs.push(FieldError::required(format!("{path}.claimName"), ""));
         }
         "nfs" => {
             if let Some(nfs) = &v.nfs {
@@ -170,10 +173,8 @@ fn validate_source_details(v: &Volume, source: &str, path: &str) -> Vec<FieldErr
                 }
             }
         }
-        "image" => {
-            if v.image.as_ref().is_some_and(|i| i.reference.as_deref().unwrap_or_default().is_empty()) {
-                errs.push(FieldError::required(format!("{path}.reference"), ""));
-            }
+        "image" if v.image.as_ref().is_some_and(|i| i.reference.as_deref().unwrap_or_default().is_empty()) => {
+            errs.push(FieldError::required(format!("{path}.reference"), ""));
         }
         _ => {}
     }
