@@ -28,6 +28,13 @@ use tokio_util::sync::CancellationToken;
 pub const DEFAULT_HISTORY: usize = 10_000;
 const CHANNEL_CAPACITY: usize = 8_192;
 
+/// A key under the watched prefix that belongs to no resource. Writing it produces an event
+/// that arrives after every earlier one, which tells a lagging cache it has caught up.
+const PROGRESS_KEY: &str = "/registry/ferry.dev/progress";
+
+/// How long a reader waits for the cache to catch up by itself before asking for a marker.
+const NATURAL_CATCH_UP: Duration = Duration::from_millis(50);
+
 /// One stored version of one object.
 #[derive(Debug)]
 pub struct CachedObject {
@@ -44,13 +51,7 @@ pub struct CachedObject {
 impl CachedObject {
     /// Build from a stored key-value of `res`.
     pub fn from_stored(kv: Kv, res: &ResourceInfo) -> Self {
-        let sel = match serde_json::from_slice::<serde_json::Value>(&kv.value) {
-            Ok(v) => Selectable::extract(&v, res.fields),
-            Err(e) => {
-                tracing::warn!(key = %kv.key, error = %e, "undecodable object in etcd");
-                Selectable::default()
-            }
-        };
+        let sel = Selectable::from_stored(&kv.value, res.fields);
         Self { key: kv.key, raw: kv.value, rev: kv.mod_revision, sel }
     }
 }
@@ -257,9 +258,14 @@ impl WatchCache {
                         }
                     }
                     Some(()) = progress_rx.recv() => {
-                        if let Err(e) = stream.request_progress().await {
-                            tracing::warn!(error = %e, "etcd progress request failed");
-                        }
+                        // Drain queued requests: one marker write serves them all.
+                        while progress_rx.try_recv().is_ok() {}
+                        let store = self.store.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = store.put(PROGRESS_KEY, b"").await {
+                                tracing::debug!(error = %e, "cannot write the progress marker");
+                            }
+                        });
                     }
                     msg = stream.message() => match msg {
                         Ok(Some(resp)) => {
@@ -361,8 +367,10 @@ impl WatchCache {
             // No receivers is fine.
             let _ = r.tx.send(Message::Event(event));
         }
-        if events.is_empty() && !resp.created() {
-            // A progress notification: everything up to the header revision was sent.
+        // A progress notification of our own watcher (sent only once it has caught up) says
+        // everything up to the header revision was delivered. On-demand progress responses
+        // (watch id -1) are ignored: etcd before 3.4.24 may send them ahead of pending events.
+        if events.is_empty() && !resp.created() && resp.watch_id() >= 0 {
             if let Some(h) = resp.header() {
                 rev = rev.max(h.revision());
             }
@@ -399,10 +407,17 @@ impl WatchCache {
         if current >= rev && current > 0 {
             return Ok(current);
         }
-        let _ = self.progress_tx.try_send(());
-        let reached =
-            tokio::time::timeout(self.fresh_timeout, async { rx.wait_for(|r| *r >= rev && *r > 0).await.map(|r| *r) })
-                .await;
+        let reached = tokio::time::timeout(self.fresh_timeout, async {
+            let reach = |r: &i64| *r >= rev && *r > 0;
+            if let Ok(r) = tokio::time::timeout(NATURAL_CATCH_UP, rx.wait_for(reach)).await {
+                return r.map(|r| *r);
+            }
+            // Still behind: the missing revisions may belong to keys outside the cache, or be
+            // in flight. A marker write flushes them through the watch.
+            let _ = self.progress_tx.try_send(());
+            rx.wait_for(reach).await.map(|r| *r)
+        })
+        .await;
         match reached {
             Ok(Ok(r)) => Ok(r),
             _ => Err(CacheError::TooNew { requested: rev, current: self.revision() }),

@@ -157,6 +157,67 @@ impl Selectable {
         }
     }
 
+    /// Extract straight from stored bytes without building a JSON tree: the document is
+    /// scanned into borrowed raw values and only `metadata` and the selectable fields are
+    /// decoded. Falls back to a full parse for unusual documents (escaped keys).
+    pub fn from_stored(raw: &[u8], fields: &[(&'static str, &'static [&'static str])]) -> Self {
+        match Self::from_raw(raw, fields) {
+            Some(s) => s,
+            None => match serde_json::from_slice::<Value>(raw) {
+                Ok(v) => Self::extract(&v, fields),
+                Err(_) => Self::default(),
+            },
+        }
+    }
+
+    fn from_raw(raw: &[u8], fields: &[(&'static str, &'static [&'static str])]) -> Option<Self> {
+        use serde_json::value::RawValue;
+        use std::collections::HashMap;
+        type RawMap<'a> = HashMap<&'a str, &'a RawValue>;
+
+        #[derive(serde::Deserialize, Default)]
+        #[serde(default)]
+        struct Meta {
+            name: Option<String>,
+            namespace: Option<String>,
+            labels: Option<BTreeMap<String, String>>,
+        }
+
+        let top: RawMap<'_> = serde_json::from_slice(raw).ok()?;
+        let meta: Meta = match top.get("metadata") {
+            Some(m) => serde_json::from_str(m.get()).ok()?,
+            None => Meta::default(),
+        };
+        // Second-level maps, parsed once per top-level key that a field needs.
+        let mut nested: HashMap<&str, Option<RawMap<'_>>> = HashMap::new();
+        let mut values = Vec::with_capacity(fields.len());
+        for (field, path) in fields {
+            let leaf: Option<&RawValue> = match path {
+                [one] => top.get(one).copied(),
+                [first, second] => {
+                    let map = nested
+                        .entry(first)
+                        .or_insert_with(|| top.get(first).and_then(|v| serde_json::from_str(v.get()).ok()));
+                    map.as_ref().and_then(|m| m.get(second).copied())
+                }
+                _ => return None,
+            };
+            let value = match leaf.map(|l| serde_json::from_str::<Value>(l.get())) {
+                None | Some(Ok(Value::Null)) => String::new(),
+                Some(Ok(Value::String(s))) => s,
+                Some(Ok(other)) => other.to_string(),
+                Some(Err(_)) => return None,
+            };
+            values.push((*field, value));
+        }
+        Some(Self {
+            name: meta.name.unwrap_or_default(),
+            namespace: meta.namespace.unwrap_or_default(),
+            labels: meta.labels.unwrap_or_default(),
+            fields: values,
+        })
+    }
+
     /// The value of a selectable field (`""` when unset).
     pub fn field(&self, name: &str) -> Option<String> {
         match name {
@@ -212,5 +273,20 @@ mod tests {
         assert_eq!(s.field("status.phase").as_deref(), Some(""));
         assert_eq!(s.field("metadata.namespace").as_deref(), Some("ns"));
         assert_eq!(s.labels.get("app").map(String::as_str), Some("web"));
+        let fields: &[(&str, &[&str])] = &[
+            ("spec.nodeName", &["spec", "nodeName"]),
+            ("spec.hostNetwork", &["spec", "hostNetwork"]),
+            ("status.phase", &["status", "phase"]),
+        ];
+        let raw = encode(&obj);
+        assert_eq!(Selectable::from_stored(&raw, fields), Selectable::extract(&obj, fields));
+        let event = json!({"metadata": {"name": "e"}, "involvedObject": {"name": "p"}, "reason": "Started"});
+        let fields: &[(&str, &[&str])] =
+            &[("involvedObject.name", &["involvedObject", "name"]), ("reason", &["reason"])];
+        let s = Selectable::from_stored(&encode(&event), fields);
+        assert_eq!(
+            (s.field("involvedObject.name").as_deref(), s.field("reason").as_deref()),
+            (Some("p"), Some("Started"))
+        );
     }
 }

@@ -17,7 +17,7 @@ pub struct ApiError {
     /// Human-readable message.
     pub message: String,
     /// `details` of the Status, when there are any.
-    pub details: Option<Details>,
+    pub details: Option<Box<Details>>,
 }
 
 /// `Status.details`.
@@ -46,8 +46,12 @@ impl ApiError {
     }
 
     fn with_details(mut self, res: &ResourceInfo, name: &str) -> Self {
-        self.details =
-            Some(Details { name: name.into(), group: res.group.into(), kind: res.plural.into(), ..Default::default() });
+        self.details = Some(Box::new(Details {
+            name: name.into(),
+            group: res.group.into(),
+            kind: res.plural.into(),
+            ..Default::default()
+        }));
         self
     }
 
@@ -95,13 +99,13 @@ impl ApiError {
             code: 422,
             reason: "Invalid",
             message,
-            details: Some(Details {
+            details: Some(Box::new(Details {
                 name: name.into(),
                 group: res.group.into(),
                 kind: res.kind.into(),
                 causes,
                 ..Default::default()
-            }),
+            })),
         }
     }
 
@@ -109,12 +113,12 @@ impl ApiError {
     pub fn invalid_params(_res: &ResourceInfo, field: &str, detail: &str) -> Self {
         let cause = FieldError::forbidden(field, detail);
         let mut e = Self::new(422, "Invalid", format!("ListOptions.meta.k8s.io \"\" is invalid: {cause}"));
-        e.details = Some(Details {
+        e.details = Some(Box::new(Details {
             group: "meta.k8s.io".into(),
             kind: "ListOptions".into(),
             causes: vec![cause],
             ..Default::default()
-        });
+        }));
         e
     }
 
@@ -192,7 +196,7 @@ impl ApiError {
     /// 429.
     pub fn too_many_requests(message: impl Into<String>, retry_after: u32) -> Self {
         let mut e = Self::new(429, "TooManyRequests", message);
-        e.details = Some(Details { retry_after_seconds: Some(retry_after), ..Default::default() });
+        e.details = Some(Box::new(Details { retry_after_seconds: Some(retry_after), ..Default::default() }));
         e
     }
 
@@ -259,6 +263,7 @@ pub fn from_storage(res: &ResourceInfo, name: &str, e: crate::storage::StorageEr
         S::NotFound(_) => ApiError::not_found(res, name),
         S::Conflict { .. } => ApiError::conflict(res, name),
         S::Compacted(rev) => ApiError::expired(format!("The resourceVersion {rev} is too old")),
+        S::Timeout(d) => ApiError::unavailable(format!("storage is unavailable: etcd did not answer within {d:?}")),
         S::Etcd(e) => {
             tracing::warn!(error = %e, "etcd request failed");
             ApiError::unavailable(format!("storage is unavailable: {e}"))

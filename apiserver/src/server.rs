@@ -286,6 +286,7 @@ async fn handle(shared: Arc<Shared>, cert_user: Option<UserInfo>, req: Request<I
         return health(&shared, probe).await;
     }
     let Some(user) = authenticate(&shared, cert_user, &req) else {
+        api.metrics.observe("OTHER", "", 401, started.elapsed());
         return error_response(&ApiError::unauthorized());
     };
     let (verb, resource, resp) = match routed {

@@ -33,6 +33,9 @@ pub enum StorageError {
     /// etcd is unreachable or failed.
     #[error("etcd: {0}")]
     Etcd(#[from] etcd_client::Error),
+    /// etcd did not answer in time.
+    #[error("etcd did not answer within {0:?}")]
+    Timeout(Duration),
 }
 
 /// Result alias for storage operations.
@@ -77,6 +80,17 @@ pub struct Store {
 
 const MAX_MESSAGE: usize = 512 * 1024 * 1024;
 
+/// How long one etcd request may take. A client with no reachable endpoint would otherwise
+/// wait for one forever.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn bounded<T>(fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>) -> Result<T> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
+        Ok(r) => r.map_err(StorageError::from),
+        Err(_) => Err(StorageError::Timeout(REQUEST_TIMEOUT)),
+    }
+}
+
 /// The end of the key range that starts with `prefix`.
 pub fn prefix_end(prefix: &str) -> Vec<u8> {
     let mut end = prefix.as_bytes().to_vec();
@@ -108,13 +122,14 @@ impl Store {
 
     /// Read one key; `None` when absent.
     pub async fn get(&self, key: &str) -> Result<Option<Kv>> {
-        let mut resp = self.kv.clone().get(key, None).await?;
+        let mut resp = bounded(self.kv.clone().get(key, None)).await?;
         Ok(resp.take_kvs().into_iter().next().map(Kv::from))
     }
 
     /// The current revision of the store (a quorum read).
     pub async fn current_revision(&self) -> Result<i64> {
-        let resp = self.kv.clone().get("/ferry/revision-probe", Some(GetOptions::new().with_count_only())).await?;
+        let resp =
+            bounded(self.kv.clone().get("/ferry/revision-probe", Some(GetOptions::new().with_count_only()))).await?;
         Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
     }
 
@@ -129,14 +144,20 @@ impl Store {
         if limit > 0 {
             opts = opts.with_limit(limit);
         }
-        let mut resp = match self.kv.clone().get(from, Some(opts)).await {
+        let mut resp = match bounded(self.kv.clone().get(from, Some(opts))).await {
             Ok(r) => r,
-            Err(e) if is_compacted(&e) => return Err(StorageError::Compacted(revision)),
-            Err(e) => return Err(e.into()),
+            Err(StorageError::Etcd(e)) if is_compacted(&e) => return Err(StorageError::Compacted(revision)),
+            Err(e) => return Err(e),
         };
         let revision = resp.header().map(|h| h.revision()).unwrap_or(revision);
         let more = resp.more();
         Ok(Page { kvs: resp.take_kvs().into_iter().map(Kv::from).collect(), revision, more })
+    }
+
+    /// Write `key` unconditionally (for markers, never for objects).
+    pub async fn put(&self, key: &str, value: &[u8]) -> Result<i64> {
+        let resp = bounded(self.kv.clone().put(key, value.to_vec(), None)).await?;
+        Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
     }
 
     /// Create `key`; fails with [`StorageError::AlreadyExists`] if it exists. Returns the revision.
@@ -144,7 +165,7 @@ impl Store {
         let txn = Txn::new()
             .when([Compare::create_revision(key, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, value, None)]);
-        let resp = self.kv.clone().txn(txn).await?;
+        let resp = bounded(self.kv.clone().txn(txn)).await?;
         if !resp.succeeded() {
             return Err(StorageError::AlreadyExists(key.to_string()));
         }
@@ -157,7 +178,7 @@ impl Store {
             .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
             .and_then([TxnOp::put(key, value, None)])
             .or_else([TxnOp::get(key, None)]);
-        let resp = self.kv.clone().txn(txn).await?;
+        let resp = bounded(self.kv.clone().txn(txn)).await?;
         if resp.succeeded() {
             return Ok(resp.header().map(|h| h.revision()).unwrap_or_default());
         }
@@ -170,7 +191,7 @@ impl Store {
             .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
             .and_then([TxnOp::delete(key, None)])
             .or_else([TxnOp::get(key, None)]);
-        let resp = self.kv.clone().txn(txn).await?;
+        let resp = bounded(self.kv.clone().txn(txn)).await?;
         if resp.succeeded() {
             return Ok(resp.header().map(|h| h.revision()).unwrap_or_default());
         }
@@ -179,10 +200,10 @@ impl Store {
 
     /// Compact history up to `revision`.
     pub async fn compact(&self, revision: i64) -> Result<()> {
-        match self.client.clone().compact(revision, None).await {
+        match bounded(self.client.clone().compact(revision, None)).await {
             Ok(_) => Ok(()),
-            Err(e) if is_compacted(&e) => Ok(()),
-            Err(e) => Err(e.into()),
+            Err(StorageError::Etcd(e)) if is_compacted(&e) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
@@ -194,7 +215,7 @@ impl Store {
             .with_prev_key()
             .with_progress_notify()
             .with_start_revision(start_revision);
-        Ok(self.client.watch_client().max_decoding_message_size(MAX_MESSAGE).watch(prefix, Some(opts)).await?)
+        bounded(self.client.watch_client().max_decoding_message_size(MAX_MESSAGE).watch(prefix, Some(opts))).await
     }
 }
 

@@ -240,7 +240,8 @@ async fn paging_is_consistent_while_objects_change() -> Result<()> {
     let c = Cluster::start().await?;
     for i in 0..25 {
         let cm = json!({"metadata": {"name": format!("cm-{i:02}"), "labels": {"parity": if i % 2 == 0 { "even" } else { "odd" }}}});
-        c.raw_json("POST", CM, JSON, body(&cm)).await?;
+        let (code, v) = c.raw_json("POST", CM, JSON, body(&cm)).await?;
+        assert_eq!(code, 201, "{v}");
     }
     let (_, first) = c.raw_json("GET", &format!("{CM}?limit=10"), None, Vec::new()).await?;
     let list_rv = rv(&first);
@@ -251,7 +252,7 @@ async fn paging_is_consistent_while_objects_change() -> Result<()> {
         .filter_map(|i| i["metadata"]["name"].as_str().map(String::from))
         .collect();
     let mut token = first["metadata"]["continue"].as_str().map(String::from);
-    assert!(token.is_some());
+    assert!(token.is_some(), "{first}");
     // Changes after the first page must not show up in later pages.
     c.raw_json("POST", CM, JSON, body(&json!({"metadata": {"name": "cm-zz-late"}}))).await?;
     c.raw_json("DELETE", &format!("{CM}/cm-24"), None, Vec::new()).await?;

@@ -113,7 +113,7 @@ async fn ready(kubeconfig: &Path) -> Result<kube::Client> {
 pub struct ChildResult {
     /// Memory once ready (cache loaded), before any list.
     pub rss_ready: Rss,
-    /// Memory after a warm-up list and the timed lists.
+    /// Memory after one full list (the cache is warm): the number the target is about.
     pub rss: Rss,
     /// Memory after `concurrent` more full lists at once.
     pub rss_concurrent: Rss,
@@ -125,8 +125,8 @@ pub struct ChildResult {
     pub startup: Duration,
 }
 
-/// Start the real server, list all pods once (warm-up), time `lists` more full lists, read its
-/// RSS; then run `concurrent` full lists at once and read it again.
+/// Start the real server, list all pods once (warm-up) and read its RSS; time `lists` more
+/// full lists; then run `concurrent` full lists at once and read the RSS again.
 pub async fn measure_child(
     bin: &Path,
     etcd_url: &str,
@@ -141,6 +141,7 @@ pub async fn measure_child(
     let api: Api<Pod> = Api::namespaced(server.client.clone(), NAMESPACE);
     let n = api.list(&ListParams::default()).await?.items.len();
     ensure!(n == expected, "the child server listed {n} pods, expected {expected}");
+    let rss = Rss::of(Some(server.pid()))?;
     let list = measure(1, lists, Duration::from_secs(120), move |_| {
         let api = api.clone();
         async move {
@@ -149,7 +150,6 @@ pub async fn measure_child(
         }
     })
     .await?;
-    let rss = Rss::of(Some(server.pid()))?;
     // Raw GETs: only the server's memory matters here, not the client's decoding.
     let client = server.client.clone();
     measure(concurrent, concurrent, Duration::from_secs(120), move |_| {

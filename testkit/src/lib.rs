@@ -130,6 +130,8 @@ impl Cluster {
         config.shutdown_grace = Duration::from_secs(2);
         adjust(&mut config);
         let server = ferry_apiserver::start(config.clone()).await.context("starting the API server")?;
+        // Restarts reuse the port, so clients (and their kubeconfig) keep working.
+        config.secure_port = server.addr.port();
         Ok(Self { etcd, server: Some(server), data_dir, config })
     }
 
@@ -140,14 +142,10 @@ impl Cluster {
         }
     }
 
-    /// Start the API server again on the same port and data dir.
+    /// (Re)start the API server on the same port and data dir.
     pub async fn restart_server(&mut self) -> Result<()> {
-        let port = self.server.as_ref().map(|s| s.addr.port());
         self.stop_server().await;
-        let mut config = self.config.clone();
-        if let Some(p) = port {
-            config.secure_port = p;
-        }
+        let config = self.config.clone();
         self.server = Some(ferry_apiserver::start(config).await.context("restarting the API server")?);
         Ok(())
     }
@@ -162,7 +160,15 @@ impl Cluster {
         client_from(&self.kubeconfig()).await
     }
 
-    /// Send a raw request as admin; returns the status code and body.
+    /// An admin client that does not retry 429/503/504, so tests see those answers.
+    pub async fn raw_client(&self) -> Result<kube::Client> {
+        let kc = kube::config::Kubeconfig::read_from(self.kubeconfig())?;
+        let mut config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+        config.default_retry = false;
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// Send a raw request as admin (no retries); returns the status code and body.
     pub async fn raw(
         &self,
         method: &str,
@@ -170,7 +176,7 @@ impl Cluster {
         content_type: Option<&str>,
         body: impl Into<Vec<u8>>,
     ) -> Result<(u16, Bytes)> {
-        raw(&self.client().await?, method, path, content_type, body.into()).await
+        raw(&self.raw_client().await?, method, path, content_type, body.into()).await
     }
 
     /// Send a raw request and parse the body as JSON.

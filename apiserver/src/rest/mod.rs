@@ -102,6 +102,20 @@ pub struct Request<'a> {
     pub body: Bytes,
 }
 
+impl Request<'_> {
+    /// The update this request makes to its target object.
+    pub(crate) fn update(&self, mode: write::Mode, validation: crate::request::FieldValidation) -> write::Update<'_> {
+        write::Update {
+            res: self.target.res,
+            namespace: self.target.namespace.as_deref(),
+            name: self.target.name.as_deref().unwrap_or_default(),
+            mode,
+            validation,
+            dry_run: self.query.dry_run,
+        }
+    }
+}
+
 /// The verb label for metrics, Kubernetes style.
 pub fn verb(method: &Method, target: &Target, query: &Query) -> &'static str {
     match *method {

@@ -1,6 +1,6 @@
 //! get and list.
 
-use super::{Api, Reply, Request};
+use super::{Api, Body, Reply, Request};
 use crate::cache::{CacheError, CachedObject};
 use crate::error::{from_storage, ApiError, Result};
 use crate::filter::Filter;
@@ -151,7 +151,7 @@ impl Api {
             Some(at) => self.list_from_etcd(req, &filter, start, at, limit).await?,
         };
         let next = more.as_ref().map(|last| encode_continue(rev, format!("{last}\u{0}")));
-        Ok(Reply::json(200, self.render_list(res, rev, next, &items)))
+        Ok(Reply { code: 200, body: list_body(res, rev, next, items), warnings: Vec::new() })
     }
 
     async fn list_from_etcd(
@@ -200,7 +200,7 @@ impl Api {
         }
     }
 
-    /// Render a `<Kind>List`.
+    /// Render a `<Kind>List` in one buffer.
     pub(super) fn render_list(
         &self,
         res: &ferry_api::ResourceInfo,
@@ -208,33 +208,80 @@ impl Api {
         next: Option<String>,
         items: &[Arc<CachedObject>],
     ) -> bytes::Bytes {
-        let size: usize = items.iter().map(|o| o.raw.len() + 32).sum();
-        let mut out = BytesMut::with_capacity(size + 256);
-        out.put_slice(b"{\"kind\":");
-        out.put_slice(serde_json::Value::String(res.list_kind()).to_string().as_bytes());
-        out.put_slice(b",\"apiVersion\":");
-        out.put_slice(serde_json::Value::String(res.api_version()).to_string().as_bytes());
-        out.put_slice(b",\"metadata\":{\"resourceVersion\":\"");
-        out.put_slice(rev.to_string().as_bytes());
-        out.put_u8(b'"');
-        if let Some(next) = next {
-            out.put_slice(b",\"continue\":\"");
-            out.put_slice(next.as_bytes());
-            out.put_u8(b'"');
-        }
-        out.put_slice(b"},\"items\":[");
+        let mut out = BytesMut::new();
+        write_list_head(&mut out, res, rev, next.as_deref());
         for (i, obj) in items.iter().enumerate() {
-            if i > 0 {
-                out.put_u8(b',');
-            }
-            if res.ops.served_as_stored() {
-                crate::codec::write_with_resource_version(&mut out, &obj.raw, obj.rev);
-            } else {
-                out.put_slice(&Self::served_bytes(res, &obj.raw, obj.rev));
-            }
+            write_item(&mut out, res, obj, i == 0);
         }
         out.put_slice(b"]}");
         out.freeze()
+    }
+}
+
+/// Lists larger than this are streamed in chunks of about this size, so a large list never
+/// sits in memory twice (once cached, once rendered).
+const LIST_CHUNK: usize = 256 * 1024;
+
+/// The body of a list response: one buffer when small, a chunked stream when large.
+fn list_body(
+    res: &'static ferry_api::ResourceInfo,
+    rev: i64,
+    next: Option<String>,
+    items: Vec<Arc<CachedObject>>,
+) -> Body {
+    let size: usize = items.iter().map(|o| o.raw.len() + 32).sum();
+    if size <= LIST_CHUNK {
+        let mut out = BytesMut::with_capacity(size + 256);
+        write_list_head(&mut out, res, rev, next.as_deref());
+        for (i, obj) in items.iter().enumerate() {
+            write_item(&mut out, res, obj, i == 0);
+        }
+        out.put_slice(b"]}");
+        return Body::Full(out.freeze());
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut out = BytesMut::with_capacity(LIST_CHUNK + 4096);
+        write_list_head(&mut out, res, rev, next.as_deref());
+        for (i, obj) in items.iter().enumerate() {
+            write_item(&mut out, res, obj, i == 0);
+            if out.len() >= LIST_CHUNK {
+                let chunk = std::mem::replace(&mut out, BytesMut::with_capacity(LIST_CHUNK + 4096));
+                if tx.send(chunk.freeze()).await.is_err() {
+                    return; // client went away
+                }
+            }
+        }
+        out.put_slice(b"]}");
+        let _ = tx.send(out.freeze()).await;
+    });
+    Body::Stream(rx)
+}
+
+fn write_list_head(out: &mut BytesMut, res: &ferry_api::ResourceInfo, rev: i64, next: Option<&str>) {
+    out.put_slice(b"{\"kind\":");
+    out.put_slice(serde_json::Value::String(res.list_kind()).to_string().as_bytes());
+    out.put_slice(b",\"apiVersion\":");
+    out.put_slice(serde_json::Value::String(res.api_version()).to_string().as_bytes());
+    out.put_slice(b",\"metadata\":{\"resourceVersion\":\"");
+    out.put_slice(rev.to_string().as_bytes());
+    out.put_u8(b'"');
+    if let Some(next) = next {
+        out.put_slice(b",\"continue\":\"");
+        out.put_slice(next.as_bytes());
+        out.put_u8(b'"');
+    }
+    out.put_slice(b"},\"items\":[");
+}
+
+fn write_item(out: &mut BytesMut, res: &ferry_api::ResourceInfo, obj: &CachedObject, first: bool) {
+    if !first {
+        out.put_u8(b',');
+    }
+    if res.ops.served_as_stored() {
+        crate::codec::write_with_resource_version(out, &obj.raw, obj.rev);
+    } else {
+        out.put_slice(&Api::served_bytes(res, &obj.raw, obj.rev));
     }
 }
 

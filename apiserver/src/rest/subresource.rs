@@ -54,20 +54,9 @@ fn invalid_scale(res: &ResourceInfo, name: &str, replicas: i64) -> ApiError {
 impl Api {
     /// PUT …/status.
     pub(super) async fn update_status(&self, req: &Request<'_>) -> Result<Reply> {
-        let t = &req.target;
-        let name = t.name.as_deref().unwrap_or_default();
         let body = parse_body(req.content_type, &req.body)?;
-        let written = self
-            .update_loop(
-                t.res,
-                t.namespace.as_deref(),
-                name,
-                Mode::Status,
-                req.query.field_validation,
-                req.query.dry_run,
-                |_| Ok(body.clone()),
-            )
-            .await?;
+        let written =
+            self.update_loop(req.update(Mode::Status, req.query.field_validation), |_| Ok(body.clone())).await?;
         Ok(Reply::value(200, &written.object))
     }
 
@@ -96,26 +85,18 @@ impl Api {
         let res = t.res;
         let name = t.name.as_deref().unwrap_or_default();
         let written = self
-            .update_loop(
-                res,
-                t.namespace.as_deref(),
-                name,
-                Mode::Internal,
-                FieldValidation::Ignore,
-                req.query.dry_run,
-                |cur| {
-                    let (replicas, rv) = desired(&scale_of(cur))?;
-                    if replicas < 0 {
-                        return Err(invalid_scale(res, name, replicas));
-                    }
-                    let mut next = cur.clone();
-                    next["spec"]["replicas"] = replicas.into();
-                    if let Some(rv) = rv {
-                        next["metadata"]["resourceVersion"] = Value::String(rv);
-                    }
-                    Ok(next)
-                },
-            )
+            .update_loop(req.update(Mode::Internal, FieldValidation::Ignore), |cur| {
+                let (replicas, rv) = desired(&scale_of(cur))?;
+                if replicas < 0 {
+                    return Err(invalid_scale(res, name, replicas));
+                }
+                let mut next = cur.clone();
+                next["spec"]["replicas"] = replicas.into();
+                if let Some(rv) = rv {
+                    next["metadata"]["resourceVersion"] = Value::String(rv);
+                }
+                Ok(next)
+            })
             .await?;
         Ok(Reply::value(200, &scale_of(&written.object)))
     }
@@ -163,19 +144,28 @@ impl Api {
                 return Err(ApiError::bad_request(format!("binding target kind must be Node, got {kind:?}")));
             }
         }
-        self.update_loop(res, t.namespace.as_deref(), name, Mode::Internal, FieldValidation::Ignore, req.query.dry_run, |cur| {
+        self.update_loop(req.update(Mode::Internal, FieldValidation::Ignore), |cur| {
             if meta(cur).contains_key("deletionTimestamp") {
-                return Err(ApiError::conflict_msg(res, name, &format!("pod {name} is being deleted, cannot be assigned to a host")));
+                return Err(ApiError::conflict_msg(
+                    res,
+                    name,
+                    &format!("pod {name} is being deleted, cannot be assigned to a host"),
+                ));
             }
             match cur.pointer("/spec/nodeName").and_then(Value::as_str) {
                 Some(n) if !n.is_empty() => {
-                    return Err(ApiError::conflict_msg(res, name, &format!("pod {name} is already assigned to node {n:?}")))
+                    return Err(ApiError::conflict_msg(
+                        res,
+                        name,
+                        &format!("pod {name} is already assigned to node {n:?}"),
+                    ))
                 }
                 _ => {}
             }
             let mut next = cur.clone();
             next["spec"]["nodeName"] = Value::String(node.clone());
-            let condition = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now()});
+            let condition =
+                json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now()});
             let conditions = next["status"]["conditions"].as_array().cloned().unwrap_or_default();
             let mut conditions: Vec<Value> = conditions.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
             conditions.push(condition);
@@ -191,12 +181,10 @@ impl Api {
 
     /// PUT namespaces/{name}/finalize: update `spec.finalizers`.
     pub(super) async fn finalize(&self, req: &Request<'_>) -> Result<Reply> {
-        let t = &req.target;
-        let name = t.name.as_deref().unwrap_or_default();
         let body = parse_body(req.content_type, &req.body)?;
         let finalizers = body.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
         let written = self
-            .update_loop(t.res, None, name, Mode::Internal, FieldValidation::Ignore, req.query.dry_run, |cur| {
+            .update_loop(req.update(Mode::Internal, FieldValidation::Ignore), |cur| {
                 let mut next = cur.clone();
                 next["spec"]["finalizers"] = finalizers.clone();
                 Ok(next)

@@ -5,7 +5,7 @@ use crate::codec;
 use crate::error::{from_storage, ApiError, Result};
 use crate::filter::Filter;
 use crate::request::FieldValidation;
-use crate::storage::StorageError;
+use crate::storage::{Kv, StorageError};
 use ferry_api::kinds::AdmitError;
 use ferry_api::resources::{GenerationPolicy, StatusPolicy};
 use ferry_api::{FieldError, ResourceInfo};
@@ -16,13 +16,23 @@ pub const DEFAULT_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public
 
 /// How a candidate object is reconciled with the stored one before validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Mode {
+pub(crate) enum Mode {
     /// The main endpoint: server-owned metadata and status come from the stored object.
     Main,
     /// `/status`: only `.status` comes from the candidate.
     Status,
     /// Server-side mutations (binding, scale, finalize): the candidate is already complete.
     Internal,
+}
+
+/// Which object an update targets, and how.
+pub(crate) struct Update<'a> {
+    pub res: &'static ResourceInfo,
+    pub namespace: Option<&'a str>,
+    pub name: &'a str,
+    pub mode: Mode,
+    pub validation: FieldValidation,
+    pub dry_run: bool,
 }
 
 /// The outcome of a write.
@@ -88,6 +98,27 @@ fn check_type(res: &ResourceInfo, obj: &mut Value) -> Result<()> {
                 "the kind in the data ({k}) does not match the expected kind ({})",
                 res.kind
             )))
+        }
+    }
+    Ok(())
+}
+
+/// Reject metadata fields of the wrong JSON type before anything reads them (Kubernetes fails
+/// such bodies in decoding, with a 400).
+fn check_meta_types(res: &ResourceInfo, obj: &Value) -> Result<()> {
+    let Some(meta) = obj.get("metadata") else { return Ok(()) };
+    let bad = |what: &str| {
+        ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: {what}",
+            res.kind, res.version, res.kind
+        ))
+    };
+    let Some(m) = meta.as_object() else {
+        return Err(bad("metadata must be an object"));
+    };
+    for key in ["name", "generateName", "namespace", "resourceVersion", "uid"] {
+        if m.get(key).is_some_and(|v| !v.is_string() && !v.is_null()) {
+            return Err(bad(&format!("metadata.{key} must be a string")));
         }
     }
     Ok(())
@@ -263,30 +294,46 @@ pub(super) enum Deleted {
 impl Api {
     /// Read, mutate, validate and compare-and-swap one object, retrying on conflicts unless
     /// the caller pinned a resourceVersion.
+    ///
+    /// The first attempt starts from the watch cache's copy (no etcd read); a failed
+    /// compare-and-swap returns etcd's current value, which the next attempt uses. Decisions
+    /// that a stale copy could get wrong — a pinned resourceVersion that does not match, or a
+    /// no-op update — are confirmed against etcd first.
     pub(super) async fn update_loop(
         &self,
-        res: &'static ResourceInfo,
-        namespace: Option<&str>,
-        name: &str,
-        mode: Mode,
-        validation: FieldValidation,
-        dry_run: bool,
+        u: Update<'_>,
         mut mutate: impl FnMut(&Value) -> Result<Value>,
     ) -> Result<Written> {
+        let Update { res, namespace, name, mode, validation, dry_run } = u;
         let key = res.key(namespace, name);
+        let mut next: Option<Kv> =
+            self.cache.get(res, &key).1.map(|o| Kv { key: key.clone(), value: o.raw.clone(), mod_revision: o.rev });
+        let mut from_etcd = false;
         for _ in 0..16 {
-            let kv = self.store.get(&key).await.map_err(|e| from_storage(res, name, e))?;
-            let kv = kv.ok_or_else(|| ApiError::not_found(res, name))?;
+            let kv = match next.take() {
+                Some(kv) => kv,
+                None => {
+                    from_etcd = true;
+                    let kv = self.store.get(&key).await.map_err(|e| from_storage(res, name, e))?;
+                    kv.ok_or_else(|| ApiError::not_found(res, name))?
+                }
+            };
             let stored =
                 codec::decode(&key, &kv.value, kv.mod_revision).map_err(|e| ApiError::internal(e.to_string()))?;
             let current = res.ops.to_served(stored.clone());
             let mut candidate = mutate(&current)?;
             let pinned = match meta_str(&candidate, "resourceVersion") {
-                Some(rv) if rv != kv.mod_revision.to_string() => return Err(ApiError::conflict(res, name)),
+                Some(rv) if rv != kv.mod_revision.to_string() => {
+                    if from_etcd {
+                        return Err(ApiError::conflict(res, name));
+                    }
+                    continue; // the cached copy may be behind the client: ask etcd
+                }
                 Some(_) => true,
                 None => false,
             };
             check_type(res, &mut candidate)?;
+            check_meta_types(res, &candidate)?;
             self.reconcile_with_stored(res, name, namespace, mode, &current, &mut candidate)?;
             let old_for_validation = if mode == Mode::Internal { None } else { Some(&stored) };
             let (mut object, warnings) = admit(res, name, candidate, old_for_validation, validation)?;
@@ -299,33 +346,33 @@ impl Api {
             // left and no grace period running (pods in graceful termination stay).
             let terminating = meta(&object).contains_key("deletionTimestamp")
                 && meta(&object).get("deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) == 0;
-            if terminating && finalizers(&object).is_empty() && namespace_finalizers(&object) == 0 {
+            let result = if terminating && finalizers(&object).is_empty() && namespace_finalizers(&object) == 0 {
                 if dry_run {
                     return Ok(Written { object: current, warnings });
                 }
                 // The last finalizer is gone: the object goes.
-                match self.store.delete(&key, kv.mod_revision).await {
-                    Ok(rev) => {
-                        codec::set_resource_version(&mut object, rev);
-                        return Ok(Written { object: res.ops.to_served(object), warnings });
+                self.store.delete(&key, kv.mod_revision).await
+            } else {
+                let bytes = codec::encode(&object);
+                if bytes == kv.value || dry_run {
+                    if !from_etcd && !dry_run {
+                        continue; // confirm "nothing changed" against etcd, not a cached copy
                     }
-                    Err(StorageError::Conflict { .. }) if !pinned => continue,
-                    Err(e) => return Err(from_storage(res, name, e)),
+                    // Nothing changed: no write, same resourceVersion.
+                    codec::set_resource_version(&mut object, kv.mod_revision);
+                    return Ok(Written { object: res.ops.to_served(object), warnings });
                 }
-            }
-            let bytes = codec::encode(&object);
-            if bytes == kv.value || dry_run {
-                // Nothing changed: no write, same resourceVersion.
-                let rev = kv.mod_revision;
-                codec::set_resource_version(&mut object, rev);
-                return Ok(Written { object: res.ops.to_served(object), warnings });
-            }
-            match self.store.update(&key, bytes, kv.mod_revision).await {
+                self.store.update(&key, bytes, kv.mod_revision).await
+            };
+            match result {
                 Ok(rev) => {
                     codec::set_resource_version(&mut object, rev);
                     return Ok(Written { object: res.ops.to_served(object), warnings });
                 }
-                Err(StorageError::Conflict { .. }) if !pinned => continue,
+                Err(StorageError::Conflict { current: Some(latest), .. }) if !pinned || !from_etcd => {
+                    next = Some(*latest);
+                    from_etcd = true;
+                }
                 Err(e) => return Err(from_storage(res, name, e)),
             }
         }
@@ -445,6 +492,7 @@ impl Api {
         dry_run: bool,
     ) -> Result<Written> {
         check_type(res, &mut obj)?;
+        check_meta_types(res, &obj)?;
         check_namespace(res, &mut obj, namespace)?;
         if meta_str(&obj, "resourceVersion").is_some() {
             return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
@@ -511,20 +559,9 @@ impl Api {
 
     /// PUT: replace an object.
     pub(super) async fn update(&self, req: &Request<'_>) -> Result<Reply> {
-        let t = &req.target;
-        let name = t.name.as_deref().unwrap_or_default();
         let body = parse_body(req.content_type, &req.body)?;
-        let written = self
-            .update_loop(
-                t.res,
-                t.namespace.as_deref(),
-                name,
-                Mode::Main,
-                req.query.field_validation,
-                req.query.dry_run,
-                |_| Ok(body.clone()),
-            )
-            .await?;
+        let written =
+            self.update_loop(req.update(Mode::Main, req.query.field_validation), |_| Ok(body.clone())).await?;
         let mut reply = Reply::value(200, &written.object);
         reply.warnings = written.warnings;
         Ok(reply)
@@ -536,20 +573,8 @@ impl Api {
     }
 
     pub(super) async fn patch_with_mode(&self, req: &Request<'_>, mode: Mode) -> Result<Reply> {
-        let t = &req.target;
-        let name = t.name.as_deref().unwrap_or_default();
         let patch = Patch::parse(req.content_type, &req.body)?;
-        let written = self
-            .update_loop(
-                t.res,
-                t.namespace.as_deref(),
-                name,
-                mode,
-                req.query.field_validation,
-                req.query.dry_run,
-                |cur| patch.apply(cur),
-            )
-            .await?;
+        let written = self.update_loop(req.update(mode, req.query.field_validation), |cur| patch.apply(cur)).await?;
         let mut reply = Reply::value(200, &written.object);
         reply.warnings = written.warnings;
         Ok(reply)
