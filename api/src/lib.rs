@@ -12,6 +12,8 @@ pub mod kinds;
 pub mod patch;
 pub mod resources;
 pub mod selector;
+pub mod strategic;
+pub mod table;
 pub mod validation;
 
 pub use field_error::{CauseType, FieldError};

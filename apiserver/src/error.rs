@@ -190,7 +190,7 @@ impl ApiError {
 
     /// 415.
     pub fn unsupported_media_type(content_type: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/merge-patch+json, application/json-patch+json (got {content_type:?})"))
+        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/merge-patch+json, application/json-patch+json, application/strategic-merge-patch+json (got {content_type:?})"))
     }
 
     /// 429.
@@ -261,7 +261,7 @@ pub fn from_storage(res: &ResourceInfo, name: &str, e: crate::storage::StorageEr
     match e {
         S::AlreadyExists(_) => ApiError::already_exists(res, name),
         S::NotFound(_) => ApiError::not_found(res, name),
-        S::Conflict { .. } => ApiError::conflict(res, name),
+        S::Conflict { .. } | S::GuardChanged(_) => ApiError::conflict(res, name),
         S::Compacted(rev) => ApiError::expired(format!("The resourceVersion {rev} is too old")),
         S::Timeout(d) => ApiError::unavailable(format!("storage is unavailable: etcd did not answer within {d:?}")),
         S::Etcd(e) => {

@@ -27,6 +27,9 @@ pub enum StorageError {
         /// The current value and mod revision, when the key still exists.
         current: Option<Box<Kv>>,
     },
+    /// A guard key changed since it was read (see [`Store::create`]).
+    #[error("guard key {0} changed")]
+    GuardChanged(String),
     /// The requested revision has been compacted.
     #[error("revision {0} has been compacted")]
     Compacted(i64),
@@ -160,16 +163,27 @@ impl Store {
         Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
     }
 
-    /// Create `key`; fails with [`StorageError::AlreadyExists`] if it exists. Returns the revision.
-    pub async fn create(&self, key: &str, value: Vec<u8>) -> Result<i64> {
-        let txn = Txn::new()
-            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key, value, None)]);
-        let resp = bounded(self.kv.clone().txn(txn)).await?;
-        if !resp.succeeded() {
-            return Err(StorageError::AlreadyExists(key.to_string()));
+    /// Create `key`; fails with [`StorageError::AlreadyExists`] if it exists. With a guard
+    /// `(key, mod_revision)`, the create also requires that key unchanged (e.g. the namespace
+    /// an object goes into), else [`StorageError::GuardChanged`]. Returns the revision.
+    pub async fn create(&self, key: &str, value: Vec<u8>, guard: Option<(&str, i64)>) -> Result<i64> {
+        let mut when = vec![Compare::create_revision(key, CompareOp::Equal, 0)];
+        if let Some((gk, rev)) = guard {
+            when.push(Compare::mod_revision(gk, CompareOp::Equal, rev));
         }
-        Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
+        let txn = Txn::new()
+            .when(when)
+            .and_then([TxnOp::put(key, value, None)])
+            .or_else([TxnOp::get(key, Some(GetOptions::new().with_keys_only()))]);
+        let resp = bounded(self.kv.clone().txn(txn)).await?;
+        if resp.succeeded() {
+            return Ok(resp.header().map(|h| h.revision()).unwrap_or_default());
+        }
+        let exists = resp.op_responses().into_iter().any(|r| matches!(r, TxnOpResponse::Get(g) if !g.kvs().is_empty()));
+        match (exists, guard) {
+            (false, Some((gk, _))) => Err(StorageError::GuardChanged(gk.to_string())),
+            _ => Err(StorageError::AlreadyExists(key.to_string())),
+        }
     }
 
     /// Replace `key` if its mod_revision is still `expected`. Returns the new revision.

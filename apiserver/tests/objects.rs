@@ -326,3 +326,67 @@ async fn events_are_served_in_both_groups() -> Result<()> {
     assert_eq!(core["items"][0]["involvedObject"]["kind"], "Pod");
     Ok(())
 }
+
+#[tokio::test]
+async fn two_api_servers_share_one_etcd() -> Result<()> {
+    let c = Cluster::start().await?;
+    let first = c.server.as_ref().map(|s| s.addr).expect("running");
+    let mut config = c.config.clone();
+    config.secure_port = 0;
+    let second = ferry_apiserver::start(config).await?;
+    let kc = kube::config::Kubeconfig::read_from(c.kubeconfig())?;
+    let mut kconf = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    kconf.cluster_url = format!("https://127.0.0.1:{}", first.port()).parse()?;
+    let one = kube::Client::try_from(kconf.clone())?;
+    kconf.cluster_url = format!("https://127.0.0.1:{}", second.addr.port()).parse()?;
+    let two = kube::Client::try_from(kconf)?;
+
+    let mut w = ferry_testkit::RawWatch::start(&two, &format!("{CM}?watch=true")).await?;
+    let cm = json!({"metadata": {"name": "shared"}, "data": {"v": "1"}});
+    let (code, _) = ferry_testkit::raw(&one, "POST", CM, JSON, body(&cm)).await?;
+    assert_eq!(code, 201);
+    let ev = w.next(std::time::Duration::from_secs(10)).await?.expect("event");
+    assert_eq!((ev["type"].as_str(), ev["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("shared")));
+    // A write through the second server is seen by the first, and conflicts span both.
+    let (_, got) = ferry_testkit::raw(&two, "GET", &format!("{CM}/shared"), None, Vec::new()).await?;
+    let got: Value = serde_json::from_slice(&got)?;
+    let mut a = got.clone();
+    a["data"]["v"] = json!("2");
+    let (code, _) = ferry_testkit::raw(&two, "PUT", &format!("{CM}/shared"), JSON, body(&a)).await?;
+    assert_eq!(code, 200);
+    let mut b = got.clone();
+    b["data"]["v"] = json!("3");
+    let (code, _) = ferry_testkit::raw(&one, "PUT", &format!("{CM}/shared"), JSON, body(&b)).await?;
+    assert_eq!(code, 409, "a stale resourceVersion conflicts whichever server took the first write");
+    let (_, now) = ferry_testkit::raw(&one, "GET", &format!("{CM}/shared"), None, Vec::new()).await?;
+    let now: Value = serde_json::from_slice(&now)?;
+    assert_eq!(now["data"]["v"], "2");
+    second.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn strategic_merge_patch_merges_containers_by_name() -> Result<()> {
+    let c = Cluster::start().await?;
+    let mut d = deployment("smp", 1);
+    d["spec"]["template"]["spec"]["containers"] = json!([
+        {"name": "app", "image": "app:1", "env": [{"name": "A", "value": "1"}]},
+        {"name": "sidecar", "image": "side:1"}
+    ]);
+    let (code, _) = c.raw_json("POST", DEPLOY, JSON, body(&d)).await?;
+    assert_eq!(code, 201);
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "app:2", "env": [{"name": "B", "value": "2"}]}]}}}});
+    let smp = Some("application/strategic-merge-patch+json");
+    let (code, patched) = c.raw_json("PATCH", &format!("{DEPLOY}/smp"), smp, body(&patch)).await?;
+    assert_eq!(code, 200, "{patched}");
+    let containers = &patched["spec"]["template"]["spec"]["containers"];
+    assert_eq!(containers.as_array().map(Vec::len), Some(2), "{containers}");
+    let app = containers.as_array().into_iter().flatten().find(|c| c["name"] == "app").cloned().unwrap_or_default();
+    assert_eq!(app["image"], "app:2");
+    let env: Vec<&str> = app["env"].as_array().into_iter().flatten().filter_map(|e| e["name"].as_str()).collect();
+    assert_eq!(env.len(), 2, "env merged by name: {env:?}");
+    assert_eq!(patched["metadata"]["generation"], 2);
+    let (code, _) = c.raw_json("PATCH", &format!("{DEPLOY}/smp"), smp, b"[1]".to_vec()).await?;
+    assert_eq!(code, 400);
+    Ok(())
+}

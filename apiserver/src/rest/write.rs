@@ -453,21 +453,33 @@ impl Api {
         Ok(())
     }
 
-    /// Make sure a namespaced create goes to an existing, live namespace.
-    async fn check_namespace_open(&self, res: &ResourceInfo, name: &str, namespace: &str) -> Result<()> {
+    /// Make sure a namespaced create goes to an existing, live namespace. Returns the
+    /// namespace's key and revision, which the create then requires unchanged, so a namespace
+    /// that starts terminating meanwhile cannot receive new objects. `live` skips the cache.
+    async fn check_namespace_open(
+        &self,
+        res: &ResourceInfo,
+        name: &str,
+        namespace: &str,
+        live: bool,
+    ) -> Result<(String, i64)> {
         let ns_res = self.table.lookup("", "v1", "namespaces").ok_or_else(|| ApiError::internal("no namespaces"))?;
         let key = ns_res.key(None, namespace);
-        let terminating = match self.cache.get(ns_res, &key).1 {
-            Some(obj) => obj.sel.field("status.phase").as_deref() == Some("Terminating"),
+        let cached = if live { None } else { self.cache.get(ns_res, &key).1 };
+        let (terminating, rev) = match cached {
+            Some(obj) => (obj.sel.field("status.phase").as_deref() == Some("Terminating"), obj.rev),
             None => match self.store.get(&key).await.map_err(|e| from_storage(ns_res, namespace, e))? {
-                Some(kv) => String::from_utf8_lossy(&kv.value).contains("\"phase\":\"Terminating\""),
+                Some(kv) => {
+                    let phase = crate::codec::Selectable::from_stored(&kv.value, ns_res.fields).field("status.phase");
+                    (phase.as_deref() == Some("Terminating"), kv.mod_revision)
+                }
                 None => return Err(ApiError::not_found(ns_res, namespace)),
             },
         };
         if terminating {
             return Err(ApiError::namespace_terminating(res, name, namespace));
         }
-        Ok(())
+        Ok((key, rev))
     }
 
     /// POST: create an object.
@@ -506,9 +518,12 @@ impl Api {
                 vec![FieldError::required("metadata.name", "name or generateName is required")],
             ));
         }
-        if let (Some(ns), true) = (namespace, res.namespaced) {
-            self.check_namespace_open(res, fixed.as_deref().unwrap_or_default(), ns).await?;
-        }
+        let mut guard = match (namespace, res.namespaced) {
+            (Some(ns), true) => {
+                Some(self.check_namespace_open(res, fixed.as_deref().unwrap_or_default(), ns, false).await?)
+            }
+            _ => None,
+        };
         {
             let m = meta_mut(&mut obj);
             m.insert("uid".into(), Value::String(uuid::Uuid::new_v4().to_string()));
@@ -545,12 +560,19 @@ impl Api {
                 return Ok(Written { object: res.ops.to_served(object), warnings });
             }
             let key = res.key(namespace, &name);
-            match self.store.create(&key, codec::encode(&object)).await {
+            let guard_ref = guard.as_ref().map(|(k, r)| (k.as_str(), *r));
+            match self.store.create(&key, codec::encode(&object), guard_ref).await {
                 Ok(rev) => {
                     codec::set_resource_version(&mut object, rev);
                     return Ok(Written { object: res.ops.to_served(object), warnings });
                 }
                 Err(StorageError::AlreadyExists(_)) if fixed.is_none() && attempt < 4 => continue,
+                Err(StorageError::GuardChanged(_)) if attempt < 4 => {
+                    // The namespace changed since the cache saw it: look again, in etcd.
+                    if let Some(ns) = namespace {
+                        guard = Some(self.check_namespace_open(res, &name, ns, true).await?);
+                    }
+                }
                 Err(e) => return Err(from_storage(res, &name, e)),
             }
         }
@@ -739,6 +761,8 @@ pub(super) enum Patch {
     Merge(Value),
     /// RFC 6902.
     Json(Value),
+    /// Kubernetes strategic merge patch (built-in kinds).
+    Strategic(Value),
 }
 
 impl Patch {
@@ -754,6 +778,13 @@ impl Patch {
                     return Err(ApiError::bad_request("a merge patch must be a JSON object"));
                 }
                 Ok(Patch::Merge(v))
+            }
+            "application/strategic-merge-patch+json" => {
+                let v = parse()?;
+                if !v.is_object() {
+                    return Err(ApiError::bad_request("a strategic merge patch must be a JSON object"));
+                }
+                Ok(Patch::Strategic(v))
             }
             "application/json-patch+json" => {
                 let v = parse()?;
@@ -777,6 +808,17 @@ impl Patch {
         let mut v = current.clone();
         match self {
             Patch::Merge(p) => ferry_api::patch::merge_patch(&mut v, p),
+            Patch::Strategic(p) => {
+                let api_version = current["apiVersion"].as_str().unwrap_or_default().to_string();
+                let kind = current["kind"].as_str().unwrap_or_default().to_string();
+                ferry_api::strategic::strategic_merge_patch(&api_version, &kind, &mut v, p).map_err(|e| {
+                    match e.status_code() {
+                        415 => ApiError::unsupported_media_type("application/strategic-merge-patch+json"),
+                        400 => ApiError::bad_request(e.to_string()),
+                        _ => ApiError::unprocessable(e.to_string()),
+                    }
+                })?
+            }
             Patch::Json(p) => ferry_api::patch::json_patch(&mut v, p).map_err(|e| {
                 if e.is_malformed() {
                     ApiError::bad_request(e.to_string())
