@@ -152,6 +152,8 @@ pub struct Query {
     pub orphan_dependents: Option<bool>,
     /// `pretty`
     pub pretty: bool,
+    /// `includeObject` (Table output)
+    pub include_object: Option<String>,
 }
 
 impl Query {
@@ -209,6 +211,7 @@ impl Query {
                 "propagationPolicy" => q.propagation_policy = Some(v).filter(|s| !s.is_empty()),
                 "orphanDependents" => q.orphan_dependents = Some(parse_bool("orphanDependents", &v)?),
                 "pretty" => q.pretty = parse_bool("pretty", &v).unwrap_or(false),
+                "includeObject" => q.include_object = Some(v),
                 // Unknown parameters are ignored, as Kubernetes does.
                 _ => {}
             }

@@ -321,6 +321,7 @@ async fn handle_resource(
 ) -> Response<Body> {
     let method = req.method().clone();
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     if let Some(len) =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
     {
@@ -337,7 +338,11 @@ async fn handle_resource(
             return error_response(&ApiError::bad_request(format!("failed to read the request body: {e}")));
         }
     };
-    let request = rest::Request { method: &method, target, query, content_type: &content_type, body };
+    let table = match rest::TableOptions::negotiate(&accept, query.include_object.as_deref()) {
+        Ok(t) => t,
+        Err(e) => return error_response(&e),
+    };
+    let request = rest::Request { method: &method, target, query, content_type: &content_type, table, body };
     match shared.api.handle(request).await {
         Ok(reply) => reply_response(reply),
         Err(e) => error_response(&e),

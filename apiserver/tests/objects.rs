@@ -390,3 +390,26 @@ async fn strategic_merge_patch_merges_containers_by_name() -> Result<()> {
     assert_eq!(code, 400);
     Ok(())
 }
+
+#[tokio::test]
+async fn table_output_for_kubectl() -> Result<()> {
+    let c = Cluster::start().await?;
+    c.raw_json("POST", DEPLOY, JSON, body(&deployment("web", 3))).await?;
+    let accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+    let (code, t) = c.get_accept(DEPLOY, accept).await?;
+    assert_eq!(code, 200, "{t}");
+    assert_eq!((t["kind"].as_str(), t["apiVersion"].as_str()), (Some("Table"), Some("meta.k8s.io/v1")));
+    let names: Vec<&str> =
+        t["columnDefinitions"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect();
+    assert_eq!(&names[..5], &["Name", "Ready", "Up-to-date", "Available", "Age"]);
+    assert_eq!(t["rows"][0]["cells"][0], "web");
+    assert_eq!(t["rows"][0]["cells"][1], "0/3");
+    assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+    assert_eq!(t["rows"][0]["object"]["metadata"]["name"], "web");
+    let (code, one) = c.get_accept(&format!("{DEPLOY}/web"), accept).await?;
+    assert_eq!((code, one["rows"].as_array().map(Vec::len)), (200, Some(1)));
+    // Without the Table Accept header the same request is a plain list.
+    let (_, plain) = c.get_accept(DEPLOY, "application/json").await?;
+    assert_eq!(plain["kind"], "DeploymentList");
+    Ok(())
+}

@@ -194,6 +194,21 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// GET with an `Accept` header (e.g. Table output), parsed as JSON.
+    pub async fn get_accept(&self, path: &str, accept: &str) -> Result<(u16, serde_json::Value)> {
+        let req = http::Request::builder()
+            .method("GET")
+            .uri(path)
+            .header(http::header::ACCEPT, accept)
+            .body(kube::client::Body::from(Vec::new()))?;
+        let resp = self.raw_client().await?.send(req).await?;
+        let code = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        Ok((code, serde_json::from_slice(&bytes)?))
+    }
+}
+
 /// A `kube::Client` from a kubeconfig file.
 pub async fn client_from(path: &Path) -> Result<kube::Client> {
     let kc = kube::config::Kubeconfig::read_from(path)?;

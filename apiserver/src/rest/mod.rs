@@ -98,6 +98,8 @@ pub struct Request<'a> {
     pub query: Query,
     /// `Content-Type` (may be empty).
     pub content_type: &'a str,
+    /// Whether the client asked for `meta.k8s.io` Table output, and with which `includeObject`.
+    pub table: Option<TableOptions>,
     /// Body bytes (already size-limited).
     pub body: Bytes,
 }
@@ -113,6 +115,57 @@ impl Request<'_> {
             validation,
             dry_run: self.query.dry_run,
         }
+    }
+}
+
+/// A request for Table output (`Accept: application/json;as=Table;v=v1;g=meta.k8s.io`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableOptions {
+    /// `includeObject`: `None`, `Metadata` (default) or `Object`.
+    pub include_object: &'static str,
+}
+
+impl TableOptions {
+    /// From the Accept header and the `includeObject` query parameter. A Table is chosen when
+    /// the client lists it first (kubectl puts it before `application/json`).
+    pub fn negotiate(accept: &str, include_object: Option<&str>) -> Result<Option<Self>> {
+        let first = accept.split(',').next().unwrap_or("");
+        let p: String = first.chars().filter(|c| !c.is_whitespace()).collect();
+        if !(p.contains("as=Table") && p.contains("g=meta.k8s.io")) {
+            return Ok(None);
+        }
+        let include_object = match include_object.unwrap_or("Metadata") {
+            "None" => "None",
+            "Metadata" | "" => "Metadata",
+            "Object" => "Object",
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "includeObject must be one of \"None\", \"Metadata\" or \"Object\", got {other:?}"
+                )))
+            }
+        };
+        Ok(Some(Self { include_object }))
+    }
+
+    /// Render served objects as a Table.
+    pub fn render(
+        &self,
+        res: &ResourceInfo,
+        objects: &[Value],
+        rev: &str,
+        next: Option<&str>,
+        with_headers: bool,
+    ) -> Value {
+        ferry_api::table::table(
+            res.group,
+            res.plural,
+            objects,
+            rev,
+            next,
+            self.include_object,
+            with_headers,
+            chrono::Utc::now(),
+        )
     }
 }
 

@@ -68,6 +68,10 @@ impl Api {
         }
         let kv = self.store.get(&key).await.map_err(|e| from_storage(res, name, e))?;
         let kv = kv.ok_or_else(|| ApiError::not_found(res, name))?;
+        if let Some(table) = req.table {
+            let obj = Self::served_value(res, &key, &kv.value, kv.mod_revision)?;
+            return Ok(Reply::value(200, &table.render(res, &[obj], &kv.mod_revision.to_string(), None, true)));
+        }
         Ok(Reply::json(200, Self::served_bytes(res, &kv.value, kv.mod_revision)))
     }
 
@@ -151,6 +155,11 @@ impl Api {
             Some(at) => self.list_from_etcd(req, &filter, start, at, limit).await?,
         };
         let next = more.as_ref().map(|last| encode_continue(rev, format!("{last}\u{0}")));
+        if let Some(table) = req.table {
+            let objects =
+                items.iter().map(|o| Self::served_value(res, &o.key, &o.raw, o.rev)).collect::<Result<Vec<_>>>()?;
+            return Ok(Reply::value(200, &table.render(res, &objects, &rev.to_string(), next.as_deref(), true)));
+        }
         Ok(Reply { code: 200, body: list_body(res, rev, next, items), warnings: Vec::new() })
     }
 

@@ -128,6 +128,8 @@ impl Api {
             bookmarks: q.allow_bookmarks,
             bookmark_interval: self.options.bookmark_interval,
             last_bookmark: Instant::now(),
+            table: req.table,
+            table_headers_sent: std::sync::atomic::AtomicBool::new(false),
         };
         let shutdown = self.shutdown.clone();
         let gauge = self.metrics.watcher_guard(res);
@@ -163,6 +165,10 @@ struct Watcher {
     bookmarks: bool,
     bookmark_interval: Duration,
     last_bookmark: Instant,
+    /// Send each object as a one-row Table (kubectl get -w).
+    table: Option<super::TableOptions>,
+    /// Only the first Table event carries column definitions.
+    table_headers_sent: std::sync::atomic::AtomicBool,
 }
 
 /// The client went away or fell too far behind: stop.
@@ -174,7 +180,12 @@ impl Watcher {
     }
 
     fn object(&self, obj: &CachedObject, rev: i64) -> Bytes {
-        Api::served_bytes(self.res, &obj.raw, rev)
+        let bytes = Api::served_bytes(self.res, &obj.raw, rev);
+        let Some(table) = self.table else { return bytes };
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else { return bytes };
+        let headers = !self.table_headers_sent.swap(true, std::sync::atomic::Ordering::Relaxed);
+        let t = table.render(self.res, &[value], &rev.to_string(), None, headers);
+        crate::codec::encode_value(&t).into()
     }
 
     async fn run(mut self, sub: Subscription, bookmark_end: bool) {
