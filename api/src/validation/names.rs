@@ -176,7 +176,7 @@ pub fn is_qualified_name(value: &str) -> Vec<String> {
         }
         _ => {
             errs.push(format!(
-                "a valid label key {} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')",
+                "a qualified name {} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')",
                 regex_error(LABEL_KEY_ERR, LABEL_KEY_FMT, &["MyName", "my.name", "123-abc"])
             ));
             return errs;
@@ -416,7 +416,7 @@ mod tests {
         assert_eq!(is_qualified_name("/a"), vec!["prefix part must be non-empty"]);
         assert_eq!(is_qualified_name("a/"), vec!["name part must be non-empty", "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName' or 'my.name' or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"]);
         assert!(is_qualified_name("Ex.com/a")[0].starts_with("prefix part a lowercase RFC 1123 subdomain"));
-        assert!(is_qualified_name("a/b/c")[0].starts_with("a valid label key must consist of"));
+        assert!(is_qualified_name("a/b/c")[0].starts_with("a qualified name must consist of"));
         assert_eq!(is_qualified_name(&"a".repeat(64)), vec!["name part must be no more than 63 characters"]);
         assert_eq!(is_qualified_name("-a").len(), 1);
     }
