@@ -127,7 +127,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         options: config.rest.clone(),
         shutdown: shutdown.clone(),
     };
-    rest::ensure_default_namespaces(&api).await?;
+    // etcd may still be starting (a supervisor starts both at once): retry for a while.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Err(e) = rest::ensure_default_namespaces(&api).await {
+        if Instant::now() > deadline || (e.code != 503 && e.code != 504) {
+            shutdown.cancel();
+            return Err(e.into());
+        }
+        tracing::warn!(error = %e, "cannot bootstrap yet; waiting for etcd");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     if let Some(every) = config.compaction_interval {
         tasks.push(tokio::spawn(compact_loop(store, cache, every, shutdown.clone())));
     }
