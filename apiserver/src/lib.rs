@@ -7,7 +7,8 @@
 //! * [`rest`] holds the generic handlers — get, list, watch, create, update, patch, delete,
 //!   subresources — driven by `ferry_api`'s resource table.
 //! * [`codec`] is how objects sit in etcd; [`error`] is the one place errors become `Status`.
-//! * [`discovery`] and [`metrics`] serve `/api`, `/apis`, `/version` and `/metrics`.
+//! * [`discovery`] and [`metrics`] serve `/api`, `/apis`, `/version` and `/metrics`;
+//!   [`openapi`] serves `/openapi/v3`.
 
 pub mod auth;
 pub mod cache;
@@ -17,6 +18,7 @@ pub mod discovery;
 pub mod error;
 pub mod filter;
 pub mod metrics;
+pub mod openapi;
 pub mod pki;
 pub mod request;
 pub mod rest;

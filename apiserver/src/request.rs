@@ -21,6 +21,8 @@ pub enum Route {
     Health(&'static str),
     /// `/metrics`
     Metrics,
+    /// `/openapi/v3` (`None`) or a group/version document under it (`Some("apis/apps/v1")`).
+    OpenApi(Option<String>),
     /// A resource endpoint.
     Resource(Target),
 }
@@ -54,6 +56,8 @@ pub fn route(table: &ResourceTable, path: &str) -> Result<Route> {
         ["livez", ..] => Ok(Route::Health("livez")),
         ["readyz", ..] => Ok(Route::Health("readyz")),
         ["metrics"] => Ok(Route::Metrics),
+        ["openapi", "v3"] => Ok(Route::OpenApi(None)),
+        ["openapi", "v3", rest @ ..] => Ok(Route::OpenApi(Some(rest.join("/")))),
         ["apis", group] => Ok(Route::Group(group.to_string())),
         ["api", version] => Ok(Route::GroupVersion(String::new(), version.to_string())),
         ["apis", group, version] => Ok(Route::GroupVersion(group.to_string(), version.to_string())),
@@ -229,6 +233,16 @@ mod tests {
             Ok(Route::Resource(t)) => t,
             other => panic!("{path}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn routes_openapi() {
+        let table = ResourceTable::builtin();
+        assert!(matches!(route(&table, "/openapi/v3"), Ok(Route::OpenApi(None))));
+        assert!(
+            matches!(route(&table, "/openapi/v3/apis/apps/v1"), Ok(Route::OpenApi(Some(p))) if p == "apis/apps/v1")
+        );
+        assert!(route(&table, "/openapi/v2").is_err());
     }
 
     #[test]

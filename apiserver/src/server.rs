@@ -389,6 +389,16 @@ fn handle_meta(shared: &Shared, method: &Method, req: &Request<Incoming>, route:
         },
         Route::Version => json_response(&discovery::version()),
         Route::Metrics => full(200, "text/plain; version=0.0.4; charset=utf-8", shared.api.metrics.render()),
+        Route::OpenApi(path) => match crate::openapi::v3(table) {
+            Ok(docs) => match path {
+                None => full(200, "application/json", docs.index()),
+                Some(p) => match docs.document(&p) {
+                    Some(doc) => full(200, "application/json", doc),
+                    None => error_response(&ApiError::no_route(req.uri().path())),
+                },
+            },
+            Err(e) => error_response(&ApiError::internal(e.to_string())),
+        },
         Route::Health(_) | Route::Resource(_) => error_response(&ApiError::no_route(req.uri().path())),
     }
 }
