@@ -98,6 +98,9 @@ pub struct ResourceInfo {
     pub fields: &'static [(&'static str, &'static [&'static str])],
     /// Typed behaviour of this kind (decode, default, validate).
     pub ops: &'static dyn KindOps,
+    /// Whether DELETE answers with the deleted object rather than a `Status` (Kubernetes does
+    /// so for pods, services and service accounts; clients' generated types expect it).
+    pub returns_deleted_object: bool,
 }
 
 impl std::fmt::Debug for ResourceInfo {
@@ -256,6 +259,7 @@ resource!(NAMESPACES {
     status: StatusPolicy::ResetOnCreate,
     fields: NAMESPACE_FIELDS,
     ops: &kinds::NAMESPACE,
+    returns_deleted_object: false,
 });
 resource!(NODES {
     group: "",
@@ -273,6 +277,7 @@ resource!(NODES {
     status: StatusPolicy::KeepOnCreate,
     fields: NODE_FIELDS,
     ops: &kinds::NODE,
+    returns_deleted_object: false,
 });
 resource!(PODS {
     group: "",
@@ -290,6 +295,7 @@ resource!(PODS {
     status: StatusPolicy::ResetOnCreate,
     fields: POD_FIELDS,
     ops: &kinds::POD,
+    returns_deleted_object: true,
 });
 resource!(SERVICES {
     group: "",
@@ -307,6 +313,7 @@ resource!(SERVICES {
     status: StatusPolicy::ResetOnCreate,
     fields: SERVICE_FIELDS,
     ops: &kinds::SERVICE,
+    returns_deleted_object: true,
 });
 resource!(ENDPOINTS {
     group: "",
@@ -324,6 +331,7 @@ resource!(ENDPOINTS {
     status: StatusPolicy::Inline,
     fields: &[],
     ops: &kinds::ENDPOINTS,
+    returns_deleted_object: false,
 });
 resource!(CONFIGMAPS {
     group: "",
@@ -341,6 +349,7 @@ resource!(CONFIGMAPS {
     status: StatusPolicy::Inline,
     fields: &[],
     ops: &kinds::CONFIG_MAP,
+    returns_deleted_object: false,
 });
 resource!(SECRETS {
     group: "",
@@ -358,6 +367,7 @@ resource!(SECRETS {
     status: StatusPolicy::Inline,
     fields: SECRET_FIELDS,
     ops: &kinds::SECRET,
+    returns_deleted_object: false,
 });
 resource!(EVENTS {
     group: "",
@@ -375,6 +385,7 @@ resource!(EVENTS {
     status: StatusPolicy::Inline,
     fields: EVENT_FIELDS,
     ops: &kinds::EVENT,
+    returns_deleted_object: false,
 });
 resource!(SERVICE_ACCOUNTS {
     group: "",
@@ -392,6 +403,7 @@ resource!(SERVICE_ACCOUNTS {
     status: StatusPolicy::Inline,
     fields: &[],
     ops: &kinds::SERVICE_ACCOUNT,
+    returns_deleted_object: true,
 });
 resource!(REPLICASETS {
     group: "apps",
@@ -409,6 +421,7 @@ resource!(REPLICASETS {
     status: StatusPolicy::ResetOnCreate,
     fields: REPLICASET_FIELDS,
     ops: &kinds::REPLICA_SET,
+    returns_deleted_object: false,
 });
 resource!(DEPLOYMENTS {
     group: "apps",
@@ -426,6 +439,7 @@ resource!(DEPLOYMENTS {
     status: StatusPolicy::ResetOnCreate,
     fields: &[],
     ops: &kinds::DEPLOYMENT,
+    returns_deleted_object: false,
 });
 resource!(LEASES {
     group: "coordination.k8s.io",
@@ -443,6 +457,7 @@ resource!(LEASES {
     status: StatusPolicy::Inline,
     fields: &[],
     ops: &kinds::LEASE,
+    returns_deleted_object: false,
 });
 resource!(EVENTS_V1 {
     group: "events.k8s.io",
@@ -460,6 +475,7 @@ resource!(EVENTS_V1 {
     status: StatusPolicy::Inline,
     fields: EVENT_FIELDS,
     ops: &kinds::EVENTS_V1_EVENT,
+    returns_deleted_object: false,
 });
 
 impl ResourceTable {

@@ -193,6 +193,15 @@ impl ApiError {
         Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/merge-patch+json, application/json-patch+json, application/strategic-merge-patch+json (got {content_type:?})"))
     }
 
+    /// 415 for a strategic merge patch on a kind that has no strategic merge schema.
+    pub fn unsupported_patch(kind: &str) -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format - strategic merge patch is not supported for {kind}; use application/merge-patch+json or application/json-patch+json"),
+        )
+    }
+
     /// 429.
     pub fn too_many_requests(message: impl Into<String>, retry_after: u32) -> Self {
         let mut e = Self::new(429, "TooManyRequests", message);

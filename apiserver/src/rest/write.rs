@@ -610,7 +610,7 @@ impl Api {
         let opts = DeleteOptions::parse(req)?;
         match self.delete_object(res, t.namespace.as_deref(), name, &opts).await? {
             Deleted::Pending(obj) => Ok(Reply::value(200, &obj)),
-            Deleted::Gone(obj) if res.kind == "Pod" => Ok(Reply::value(200, &obj)),
+            Deleted::Gone(obj) if res.returns_deleted_object => Ok(Reply::value(200, &obj)),
             Deleted::Gone(obj) => {
                 let mut details = json!({"name": name, "kind": res.plural});
                 if !res.group.is_empty() {
@@ -808,12 +808,14 @@ impl Patch {
         let mut v = current.clone();
         match self {
             Patch::Merge(p) => ferry_api::patch::merge_patch(&mut v, p),
+            // A Scale has no lists, so a strategic merge is a plain merge (as in Kubernetes).
+            Patch::Strategic(p) if current["kind"] == "Scale" => ferry_api::patch::merge_patch(&mut v, p),
             Patch::Strategic(p) => {
                 let api_version = current["apiVersion"].as_str().unwrap_or_default().to_string();
                 let kind = current["kind"].as_str().unwrap_or_default().to_string();
                 ferry_api::strategic::strategic_merge_patch(&api_version, &kind, &mut v, p).map_err(|e| {
                     match e.status_code() {
-                        415 => ApiError::unsupported_media_type("application/strategic-merge-patch+json"),
+                        415 => ApiError::unsupported_patch(&kind),
                         400 => ApiError::bad_request(e.to_string()),
                         _ => ApiError::unprocessable(e.to_string()),
                     }
