@@ -74,6 +74,39 @@ pub fn v3(table: &ResourceTable) -> Result<&'static OpenApiV3, &'static OpenApiE
 }
 
 /// `api/v1` or `apis/<group>/<version>`.
+/// Kubernetes' strategic-merge metadata (the `patchStrategy` / `patchMergeKey` struct tags):
+/// (schema, property, merge key, strategy). kubectl's client-side apply reads it from the
+/// schema to compute patches (e.g. `$patch: delete` for a removed container port); it must agree
+/// with what `ferry_api::strategic` does on the server.
+const PATCH_META: &[(&str, &str, Option<&str>, &str)] = &[
+    ("io.k8s.api.core.v1.PodSpec", "containers", Some("name"), "merge"),
+    ("io.k8s.api.core.v1.PodSpec", "initContainers", Some("name"), "merge"),
+    ("io.k8s.api.core.v1.PodSpec", "ephemeralContainers", Some("name"), "merge"),
+    ("io.k8s.api.core.v1.PodSpec", "volumes", Some("name"), "merge,retainKeys"),
+    ("io.k8s.api.core.v1.PodSpec", "imagePullSecrets", Some("name"), "merge"),
+    ("io.k8s.api.core.v1.PodSpec", "hostAliases", Some("ip"), "merge"),
+    ("io.k8s.api.core.v1.PodSpec", "topologySpreadConstraints", Some("topologyKey"), "merge"),
+    ("io.k8s.api.core.v1.PodSpec", "schedulingGates", Some("name"), "merge"),
+    ("io.k8s.api.core.v1.PodSpec", "resourceClaims", Some("name"), "merge,retainKeys"),
+    ("io.k8s.api.core.v1.Container", "ports", Some("containerPort"), "merge"),
+    ("io.k8s.api.core.v1.Container", "env", Some("name"), "merge"),
+    ("io.k8s.api.core.v1.Container", "volumeMounts", Some("mountPath"), "merge"),
+    ("io.k8s.api.core.v1.Container", "volumeDevices", Some("devicePath"), "merge"),
+    ("io.k8s.api.core.v1.EphemeralContainer", "env", Some("name"), "merge"),
+    ("io.k8s.api.core.v1.EphemeralContainer", "volumeMounts", Some("mountPath"), "merge"),
+    ("io.k8s.api.core.v1.EphemeralContainer", "volumeDevices", Some("devicePath"), "merge"),
+    ("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "finalizers", None, "merge"),
+    ("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "ownerReferences", Some("uid"), "merge"),
+    ("io.k8s.api.core.v1.ServiceSpec", "ports", Some("port"), "merge"),
+    ("io.k8s.api.core.v1.ServiceAccount", "secrets", Some("name"), "merge"),
+    ("io.k8s.api.apps.v1.DeploymentSpec", "strategy", None, "retainKeys"),
+    ("io.k8s.api.core.v1.PodStatus", "conditions", Some("type"), "merge"),
+    ("io.k8s.api.apps.v1.DeploymentStatus", "conditions", Some("type"), "merge"),
+    ("io.k8s.api.apps.v1.ReplicaSetStatus", "conditions", Some("type"), "merge"),
+    ("io.k8s.api.core.v1.NodeStatus", "conditions", Some("type"), "merge"),
+    ("io.k8s.api.core.v1.NodeStatus", "addresses", Some("type"), "merge"),
+];
+
 fn gv_path(group: &str, version: &str) -> String {
     if group.is_empty() {
         format!("api/{version}")
@@ -497,6 +530,16 @@ fn document(table: &ResourceTable, group: &str, version: &str) -> Value {
     }
 
     let mut schemas = gen.take_definitions(true);
+    for (schema, property, key, strategy) in PATCH_META {
+        if let Some(Value::Object(prop)) =
+            schemas.get_mut(*schema).and_then(|s| s.pointer_mut(&format!("/properties/{property}")))
+        {
+            prop.insert("x-kubernetes-patch-strategy".into(), Value::String((*strategy).into()));
+            if let Some(k) = key {
+                prop.insert("x-kubernetes-patch-merge-key".into(), Value::String((*k).into()));
+            }
+        }
+    }
     for (name, gvks) in tagged {
         if let Some(Value::Object(s)) = schemas.get_mut(&name) {
             s.insert("x-kubernetes-group-version-kind".into(), gvks);
