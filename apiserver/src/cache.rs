@@ -208,11 +208,6 @@ impl WatchCache {
         self.revision() > 0
     }
 
-    /// Number of objects currently cached for a resource.
-    pub fn len(&self, res: &ResourceInfo) -> usize {
-        self.read().resources.get(&res.key_prefix()).map_or(0, |r| r.objects.len())
-    }
-
     /// Load everything, then follow etcd until `shutdown`. Reconnects on errors; relists
     /// (closing all watchers) only if etcd compacted past the cache.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {

@@ -35,11 +35,6 @@ impl Filter {
         Ok(Self { prefix: res.namespace_prefix(target.namespace.as_deref()), labels, fields })
     }
 
-    /// Whether selectors are set (beyond the namespace).
-    pub fn has_selectors(&self) -> bool {
-        self.labels.is_some() || self.fields.is_some()
-    }
-
     /// Whether an object passes.
     pub fn matches(&self, obj: &CachedObject) -> bool {
         obj.key.starts_with(&self.prefix) && self.matches_selectors(obj)

@@ -413,3 +413,22 @@ async fn table_output_for_kubectl() -> Result<()> {
     assert_eq!(plain["kind"], "DeploymentList");
     Ok(())
 }
+
+#[tokio::test]
+async fn delete_collection_by_selector() -> Result<()> {
+    let c = Cluster::start().await?;
+    for (n, tier) in [("a", "web"), ("b", "web"), ("c", "db")] {
+        c.raw_json("POST", CM, JSON, body(&json!({"metadata": {"name": n, "labels": {"tier": tier}}}))).await?;
+    }
+    let (code, deleted) = c.raw_json("DELETE", &format!("{CM}?labelSelector=tier%3Dweb"), None, Vec::new()).await?;
+    assert_eq!(code, 200, "{deleted}");
+    assert_eq!(deleted["kind"], "ConfigMapList");
+    let names: Vec<&str> =
+        deleted["items"].as_array().into_iter().flatten().filter_map(|i| i["metadata"]["name"].as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    let (_, left) = c.raw_json("GET", CM, None, Vec::new()).await?;
+    let names: Vec<&str> =
+        left["items"].as_array().into_iter().flatten().filter_map(|i| i["metadata"]["name"].as_str()).collect();
+    assert_eq!(names, ["c"]);
+    Ok(())
+}

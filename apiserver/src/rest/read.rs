@@ -208,23 +208,6 @@ impl Api {
             start = last_key.map(|k| format!("{k}\u{0}"));
         }
     }
-
-    /// Render a `<Kind>List` in one buffer.
-    pub(super) fn render_list(
-        &self,
-        res: &ferry_api::ResourceInfo,
-        rev: i64,
-        next: Option<String>,
-        items: &[Arc<CachedObject>],
-    ) -> bytes::Bytes {
-        let mut out = BytesMut::new();
-        write_list_head(&mut out, res, rev, next.as_deref());
-        for (i, obj) in items.iter().enumerate() {
-            write_item(&mut out, res, obj, i == 0);
-        }
-        out.put_slice(b"]}");
-        out.freeze()
-    }
 }
 
 /// Lists larger than this are streamed in chunks of about this size, so a large list never
@@ -232,7 +215,7 @@ impl Api {
 const LIST_CHUNK: usize = 256 * 1024;
 
 /// The body of a list response: one buffer when small, a chunked stream when large.
-fn list_body(
+pub(super) fn list_body(
     res: &'static ferry_api::ResourceInfo,
     rev: i64,
     next: Option<String>,

@@ -748,7 +748,11 @@ impl Api {
                 Err(e) => return Err(e),
             }
         }
-        Ok(Reply::json(200, self.render_list(res, self.cache.revision(), None, &deleted)))
+        Ok(Reply {
+            code: 200,
+            body: super::read::list_body(res, self.cache.revision(), None, deleted),
+            warnings: Vec::new(),
+        })
     }
 }
 
