@@ -9,6 +9,7 @@
 pub mod defaults;
 mod field_error;
 pub mod kinds;
+pub mod managed;
 pub mod patch;
 pub mod resources;
 pub mod selector;
