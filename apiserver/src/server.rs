@@ -331,6 +331,7 @@ async fn handle_resource(
     let method = req.method().clone();
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let user_agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     if let Some(len) =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
     {
@@ -351,7 +352,15 @@ async fn handle_resource(
         Ok(t) => t,
         Err(e) => return error_response(&e),
     };
-    let request = rest::Request { method: &method, target, query, content_type: &content_type, table, body };
+    let request = rest::Request {
+        method: &method,
+        target,
+        query,
+        content_type: &content_type,
+        table,
+        body,
+        user_agent: &user_agent,
+    };
     match shared.api.handle(request).await {
         Ok(reply) => reply_response(reply),
         Err(e) => error_response(&e),

@@ -263,14 +263,28 @@ fn untracked_removed(mut set: FieldSet, scope: Scope) -> FieldSet {
 // ---------------------------------------------------------------------------------------------------------
 // Walking values by schema
 
-/// The set of fields present in `v` (the node for `v` itself).
+/// The set of fields present in `v` (the node for `v` itself), as an apply owns them.
 fn fields_of(v: &Value, ty: &'static Ty) -> FieldSet {
+    fields(v, ty, false)
+}
+
+/// The set of fields in `v` as an update that adds `v` owns them: a map or list that appears is owned as a
+/// whole too (`.`), as in Kubernetes, where they are absent until set. Structs are not: Kubernetes compares
+/// against typed zero values, in which most structs are already present.
+fn added(v: &Value, ty: &'static Ty) -> FieldSet {
+    fields(v, ty, true)
+}
+
+fn fields(v: &Value, ty: &'static Ty, added: bool) -> FieldSet {
     let mut node = FieldSet::default();
+    if added && matches!(ty, Ty::Map(_) | Ty::Set | Ty::MapList(..)) && !v.is_null() {
+        node.set_member();
+    }
     match (ty, v) {
         (Ty::Struct(_) | Ty::Map(_), Value::Object(m)) => {
             for (k, child) in m {
                 if !child.is_null() {
-                    node.insert(format!("f:{k}"), fields_of(child, ty.member(k)));
+                    node.insert(format!("f:{k}"), fields(child, ty.member(k), added));
                 }
             }
         }
@@ -282,7 +296,7 @@ fn fields_of(v: &Value, ty: &'static Ty) -> FieldSet {
         (Ty::MapList(keys, item_ty), Value::Array(items)) => match keyed(keys, items) {
             Some(keyed) => {
                 for (key, item) in keyed {
-                    let mut child = fields_of(item, item_ty);
+                    let mut child = fields(item, item_ty, added);
                     if matches!(item_ty, Ty::Atomic) {
                         child = FieldSet::default();
                     }
@@ -361,7 +375,7 @@ fn diff(old: Option<&Value>, new: Option<&Value>, ty: &'static Ty) -> Diff {
     let new = new.filter(|v| !v.is_null());
     match (old, new) {
         (None, None) => Diff::default(),
-        (None, Some(n)) => Diff { changed: fields_of(n, ty), removed: FieldSet::default() },
+        (None, Some(n)) => Diff { changed: added(n, ty), removed: FieldSet::default() },
         (Some(o), None) => Diff { changed: FieldSet::default(), removed: fields_of(o, ty) },
         (Some(o), Some(n)) if o == n => Diff::default(),
         (Some(o), Some(n)) => {
@@ -391,7 +405,7 @@ fn diff(old: Option<&Value>, new: Option<&Value>, ty: &'static Ty) -> Diff {
                                 let element = format!("k:{k}");
                                 match old_items.get(k) {
                                     None => {
-                                        let mut c = fields_of(nv, item_ty);
+                                        let mut c = added(nv, item_ty);
                                         if matches!(item_ty, Ty::Atomic) {
                                             c = FieldSet::default();
                                         }
@@ -593,9 +607,8 @@ pub fn apply(live: Option<&Value>, config: &Value, w: &Writer<'_>, force: bool) 
             if force {
                 e.fields = e.fields.difference(&clash);
             } else {
-                conflicts.extend(
-                    clash.paths().iter().map(|p| Conflict { manager: e.display(), field: display_path(p) }),
-                );
+                conflicts
+                    .extend(clash.paths().iter().map(|p| Conflict { manager: e.display(), field: display_path(p) }));
             }
         }
         e.fields = e.fields.difference(&removed);

@@ -62,9 +62,8 @@ impl Ty {
 /// The root type of a served kind.
 pub(crate) fn root(api_version: &str, kind: &str) -> Option<&'static Ty> {
     static ROOT_TYS: std::sync::OnceLock<Vec<(&'static str, &'static str, Ty)>> = std::sync::OnceLock::new();
-    let roots = ROOT_TYS.get_or_init(|| {
-        super::schema_table::ROOTS.iter().map(|(v, k, s)| (*v, *k, Ty::Struct(s))).collect()
-    });
+    let roots =
+        ROOT_TYS.get_or_init(|| super::schema_table::ROOTS.iter().map(|(v, k, s)| (*v, *k, Ty::Struct(s))).collect());
     roots.iter().find(|(v, k, _)| *v == api_version && *k == kind).map(|(_, _, t)| t)
 }
 

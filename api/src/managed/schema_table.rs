@@ -45,7 +45,10 @@ pub(super) static T_API_APPS_V1_DEPLOYMENTSTATUS: Struct = Struct {
     fields: &[
         ("availableReplicas", Ty::Atomic),
         ("collisionCount", Ty::Atomic),
-        ("conditions", Ty::MapList(&[Key { name: "type", default: None }], &Ty::Struct(&T_API_APPS_V1_DEPLOYMENTCONDITION))),
+        (
+            "conditions",
+            Ty::MapList(&[Key { name: "type", default: None }], &Ty::Struct(&T_API_APPS_V1_DEPLOYMENTCONDITION)),
+        ),
         ("observedGeneration", Ty::Atomic),
         ("readyReplicas", Ty::Atomic),
         ("replicas", Ty::Atomic),
@@ -57,10 +60,7 @@ pub(super) static T_API_APPS_V1_DEPLOYMENTSTATUS: Struct = Struct {
 
 pub(super) static T_API_APPS_V1_DEPLOYMENTSTRATEGY: Struct = Struct {
     name: "DeploymentStrategy",
-    fields: &[
-        ("rollingUpdate", Ty::Struct(&T_API_APPS_V1_ROLLINGUPDATEDEPLOYMENT)),
-        ("type", Ty::Atomic),
-    ],
+    fields: &[("rollingUpdate", Ty::Struct(&T_API_APPS_V1_ROLLINGUPDATEDEPLOYMENT)), ("type", Ty::Atomic)],
 };
 
 pub(super) static T_API_APPS_V1_REPLICASET: Struct = Struct {
@@ -99,7 +99,10 @@ pub(super) static T_API_APPS_V1_REPLICASETSTATUS: Struct = Struct {
     name: "ReplicaSetStatus",
     fields: &[
         ("availableReplicas", Ty::Atomic),
-        ("conditions", Ty::MapList(&[Key { name: "type", default: None }], &Ty::Struct(&T_API_APPS_V1_REPLICASETCONDITION))),
+        (
+            "conditions",
+            Ty::MapList(&[Key { name: "type", default: None }], &Ty::Struct(&T_API_APPS_V1_REPLICASETCONDITION)),
+        ),
         ("fullyLabeledReplicas", Ty::Atomic),
         ("observedGeneration", Ty::Atomic),
         ("readyReplicas", Ty::Atomic),
@@ -108,13 +111,8 @@ pub(super) static T_API_APPS_V1_REPLICASETSTATUS: Struct = Struct {
     ],
 };
 
-pub(super) static T_API_APPS_V1_ROLLINGUPDATEDEPLOYMENT: Struct = Struct {
-    name: "RollingUpdateDeployment",
-    fields: &[
-        ("maxSurge", Ty::Atomic),
-        ("maxUnavailable", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_APPS_V1_ROLLINGUPDATEDEPLOYMENT: Struct =
+    Struct { name: "RollingUpdateDeployment", fields: &[("maxSurge", Ty::Atomic), ("maxUnavailable", Ty::Atomic)] };
 
 pub(super) static T_API_AUTOSCALING_V1_SCALE: Struct = Struct {
     name: "Scale",
@@ -127,20 +125,11 @@ pub(super) static T_API_AUTOSCALING_V1_SCALE: Struct = Struct {
     ],
 };
 
-pub(super) static T_API_AUTOSCALING_V1_SCALESPEC: Struct = Struct {
-    name: "ScaleSpec",
-    fields: &[
-        ("replicas", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_AUTOSCALING_V1_SCALESPEC: Struct =
+    Struct { name: "ScaleSpec", fields: &[("replicas", Ty::Atomic)] };
 
-pub(super) static T_API_AUTOSCALING_V1_SCALESTATUS: Struct = Struct {
-    name: "ScaleStatus",
-    fields: &[
-        ("replicas", Ty::Atomic),
-        ("selector", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_AUTOSCALING_V1_SCALESTATUS: Struct =
+    Struct { name: "ScaleStatus", fields: &[("replicas", Ty::Atomic), ("selector", Ty::Atomic)] };
 
 pub(super) static T_API_COORDINATION_V1_LEASE: Struct = Struct {
     name: "Lease",
@@ -167,12 +156,7 @@ pub(super) static T_API_COORDINATION_V1_LEASESPEC: Struct = Struct {
 
 pub(super) static T_API_CORE_V1_AWSELASTICBLOCKSTOREVOLUMESOURCE: Struct = Struct {
     name: "AWSElasticBlockStoreVolumeSource",
-    fields: &[
-        ("fsType", Ty::Atomic),
-        ("partition", Ty::Atomic),
-        ("readOnly", Ty::Atomic),
-        ("volumeID", Ty::Atomic),
-    ],
+    fields: &[("fsType", Ty::Atomic), ("partition", Ty::Atomic), ("readOnly", Ty::Atomic), ("volumeID", Ty::Atomic)],
 };
 
 pub(super) static T_API_CORE_V1_AFFINITY: Struct = Struct {
@@ -184,13 +168,8 @@ pub(super) static T_API_CORE_V1_AFFINITY: Struct = Struct {
     ],
 };
 
-pub(super) static T_API_CORE_V1_APPARMORPROFILE: Struct = Struct {
-    name: "AppArmorProfile",
-    fields: &[
-        ("localhostProfile", Ty::Atomic),
-        ("type", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_APPARMORPROFILE: Struct =
+    Struct { name: "AppArmorProfile", fields: &[("localhostProfile", Ty::Atomic), ("type", Ty::Atomic)] };
 
 pub(super) static T_API_CORE_V1_AZUREDISKVOLUMESOURCE: Struct = Struct {
     name: "AzureDiskVolumeSource",
@@ -205,11 +184,7 @@ pub(super) static T_API_CORE_V1_AZUREDISKVOLUMESOURCE: Struct = Struct {
 
 pub(super) static T_API_CORE_V1_AZUREFILEVOLUMESOURCE: Struct = Struct {
     name: "AzureFileVolumeSource",
-    fields: &[
-        ("readOnly", Ty::Atomic),
-        ("secretName", Ty::Atomic),
-        ("shareName", Ty::Atomic),
-    ],
+    fields: &[("readOnly", Ty::Atomic), ("secretName", Ty::Atomic), ("shareName", Ty::Atomic)],
 };
 
 pub(super) static T_API_CORE_V1_CSIVOLUMESOURCE: Struct = Struct {
@@ -223,13 +198,8 @@ pub(super) static T_API_CORE_V1_CSIVOLUMESOURCE: Struct = Struct {
     ],
 };
 
-pub(super) static T_API_CORE_V1_CAPABILITIES: Struct = Struct {
-    name: "Capabilities",
-    fields: &[
-        ("add", Ty::Atomic),
-        ("drop", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_CAPABILITIES: Struct =
+    Struct { name: "Capabilities", fields: &[("add", Ty::Atomic), ("drop", Ty::Atomic)] };
 
 pub(super) static T_API_CORE_V1_CEPHFSVOLUMESOURCE: Struct = Struct {
     name: "CephFSVolumeSource",
@@ -245,20 +215,11 @@ pub(super) static T_API_CORE_V1_CEPHFSVOLUMESOURCE: Struct = Struct {
 
 pub(super) static T_API_CORE_V1_CINDERVOLUMESOURCE: Struct = Struct {
     name: "CinderVolumeSource",
-    fields: &[
-        ("fsType", Ty::Atomic),
-        ("readOnly", Ty::Atomic),
-        ("secretRef", Ty::Atomic),
-        ("volumeID", Ty::Atomic),
-    ],
+    fields: &[("fsType", Ty::Atomic), ("readOnly", Ty::Atomic), ("secretRef", Ty::Atomic), ("volumeID", Ty::Atomic)],
 };
 
-pub(super) static T_API_CORE_V1_CLIENTIPCONFIG: Struct = Struct {
-    name: "ClientIPConfig",
-    fields: &[
-        ("timeoutSeconds", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_CLIENTIPCONFIG: Struct =
+    Struct { name: "ClientIPConfig", fields: &[("timeoutSeconds", Ty::Atomic)] };
 
 pub(super) static T_API_CORE_V1_CONFIGMAP: Struct = Struct {
     name: "ConfigMap",
@@ -306,7 +267,13 @@ pub(super) static T_API_CORE_V1_CONTAINER: Struct = Struct {
         ("lifecycle", Ty::Struct(&T_API_CORE_V1_LIFECYCLE)),
         ("livenessProbe", Ty::Struct(&T_API_CORE_V1_PROBE)),
         ("name", Ty::Atomic),
-        ("ports", Ty::MapList(&[Key { name: "containerPort", default: None }, Key { name: "protocol", default: Some("\"TCP\"") }], &Ty::Struct(&T_API_CORE_V1_CONTAINERPORT))),
+        (
+            "ports",
+            Ty::MapList(
+                &[Key { name: "containerPort", default: None }, Key { name: "protocol", default: Some("\"TCP\"") }],
+                &Ty::Struct(&T_API_CORE_V1_CONTAINERPORT),
+            ),
+        ),
         ("readinessProbe", Ty::Struct(&T_API_CORE_V1_PROBE)),
         ("resizePolicy", Ty::Atomic),
         ("resources", Ty::Struct(&T_API_CORE_V1_RESOURCEREQUIREMENTS)),
@@ -319,8 +286,14 @@ pub(super) static T_API_CORE_V1_CONTAINER: Struct = Struct {
         ("terminationMessagePath", Ty::Atomic),
         ("terminationMessagePolicy", Ty::Atomic),
         ("tty", Ty::Atomic),
-        ("volumeDevices", Ty::MapList(&[Key { name: "devicePath", default: None }], &Ty::Struct(&T_API_CORE_V1_VOLUMEDEVICE))),
-        ("volumeMounts", Ty::MapList(&[Key { name: "mountPath", default: None }], &Ty::Struct(&T_API_CORE_V1_VOLUMEMOUNT))),
+        (
+            "volumeDevices",
+            Ty::MapList(&[Key { name: "devicePath", default: None }], &Ty::Struct(&T_API_CORE_V1_VOLUMEDEVICE)),
+        ),
+        (
+            "volumeMounts",
+            Ty::MapList(&[Key { name: "mountPath", default: None }], &Ty::Struct(&T_API_CORE_V1_VOLUMEMOUNT)),
+        ),
         ("workingDir", Ty::Atomic),
     ],
 };
@@ -336,29 +309,17 @@ pub(super) static T_API_CORE_V1_CONTAINERPORT: Struct = Struct {
     ],
 };
 
-pub(super) static T_API_CORE_V1_DAEMONENDPOINT: Struct = Struct {
-    name: "DaemonEndpoint",
-    fields: &[
-        ("Port", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_DAEMONENDPOINT: Struct =
+    Struct { name: "DaemonEndpoint", fields: &[("Port", Ty::Atomic)] };
 
 pub(super) static T_API_CORE_V1_DOWNWARDAPIVOLUMESOURCE: Struct = Struct {
     name: "DownwardAPIVolumeSource",
-    fields: &[
-        ("defaultMode", Ty::Atomic),
-        ("defaultUser", Ty::Atomic),
-        ("items", Ty::Atomic),
-    ],
+    fields: &[("defaultMode", Ty::Atomic), ("defaultUser", Ty::Atomic), ("items", Ty::Atomic)],
 };
 
 pub(super) static T_API_CORE_V1_EMPTYDIRVOLUMESOURCE: Struct = Struct {
     name: "EmptyDirVolumeSource",
-    fields: &[
-        ("medium", Ty::Atomic),
-        ("mode", Ty::Atomic),
-        ("sizeLimit", Ty::Atomic),
-    ],
+    fields: &[("medium", Ty::Atomic), ("mode", Ty::Atomic), ("sizeLimit", Ty::Atomic)],
 };
 
 pub(super) static T_API_CORE_V1_ENDPOINTS: Struct = Struct {
@@ -373,11 +334,7 @@ pub(super) static T_API_CORE_V1_ENDPOINTS: Struct = Struct {
 
 pub(super) static T_API_CORE_V1_ENVVAR: Struct = Struct {
     name: "EnvVar",
-    fields: &[
-        ("name", Ty::Atomic),
-        ("value", Ty::Atomic),
-        ("valueFrom", Ty::Struct(&T_API_CORE_V1_ENVVARSOURCE)),
-    ],
+    fields: &[("name", Ty::Atomic), ("value", Ty::Atomic), ("valueFrom", Ty::Struct(&T_API_CORE_V1_ENVVARSOURCE))],
 };
 
 pub(super) static T_API_CORE_V1_ENVVARSOURCE: Struct = Struct {
@@ -403,7 +360,13 @@ pub(super) static T_API_CORE_V1_EPHEMERALCONTAINER: Struct = Struct {
         ("lifecycle", Ty::Struct(&T_API_CORE_V1_LIFECYCLE)),
         ("livenessProbe", Ty::Struct(&T_API_CORE_V1_PROBE)),
         ("name", Ty::Atomic),
-        ("ports", Ty::MapList(&[Key { name: "containerPort", default: None }, Key { name: "protocol", default: Some("\"TCP\"") }], &Ty::Struct(&T_API_CORE_V1_CONTAINERPORT))),
+        (
+            "ports",
+            Ty::MapList(
+                &[Key { name: "containerPort", default: None }, Key { name: "protocol", default: Some("\"TCP\"") }],
+                &Ty::Struct(&T_API_CORE_V1_CONTAINERPORT),
+            ),
+        ),
         ("readinessProbe", Ty::Struct(&T_API_CORE_V1_PROBE)),
         ("resizePolicy", Ty::Atomic),
         ("resources", Ty::Struct(&T_API_CORE_V1_RESOURCEREQUIREMENTS)),
@@ -417,17 +380,21 @@ pub(super) static T_API_CORE_V1_EPHEMERALCONTAINER: Struct = Struct {
         ("terminationMessagePath", Ty::Atomic),
         ("terminationMessagePolicy", Ty::Atomic),
         ("tty", Ty::Atomic),
-        ("volumeDevices", Ty::MapList(&[Key { name: "devicePath", default: None }], &Ty::Struct(&T_API_CORE_V1_VOLUMEDEVICE))),
-        ("volumeMounts", Ty::MapList(&[Key { name: "mountPath", default: None }], &Ty::Struct(&T_API_CORE_V1_VOLUMEMOUNT))),
+        (
+            "volumeDevices",
+            Ty::MapList(&[Key { name: "devicePath", default: None }], &Ty::Struct(&T_API_CORE_V1_VOLUMEDEVICE)),
+        ),
+        (
+            "volumeMounts",
+            Ty::MapList(&[Key { name: "mountPath", default: None }], &Ty::Struct(&T_API_CORE_V1_VOLUMEMOUNT)),
+        ),
         ("workingDir", Ty::Atomic),
     ],
 };
 
 pub(super) static T_API_CORE_V1_EPHEMERALVOLUMESOURCE: Struct = Struct {
     name: "EphemeralVolumeSource",
-    fields: &[
-        ("volumeClaimTemplate", Ty::Struct(&T_API_CORE_V1_PERSISTENTVOLUMECLAIMTEMPLATE)),
-    ],
+    fields: &[("volumeClaimTemplate", Ty::Struct(&T_API_CORE_V1_PERSISTENTVOLUMECLAIMTEMPLATE))],
 };
 
 pub(super) static T_API_CORE_V1_EVENT: Struct = Struct {
@@ -453,36 +420,16 @@ pub(super) static T_API_CORE_V1_EVENT: Struct = Struct {
     ],
 };
 
-pub(super) static T_API_CORE_V1_EVENTSERIES: Struct = Struct {
-    name: "EventSeries",
-    fields: &[
-        ("count", Ty::Atomic),
-        ("lastObservedTime", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_EVENTSERIES: Struct =
+    Struct { name: "EventSeries", fields: &[("count", Ty::Atomic), ("lastObservedTime", Ty::Atomic)] };
 
-pub(super) static T_API_CORE_V1_EVENTSOURCE: Struct = Struct {
-    name: "EventSource",
-    fields: &[
-        ("component", Ty::Atomic),
-        ("host", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_EVENTSOURCE: Struct =
+    Struct { name: "EventSource", fields: &[("component", Ty::Atomic), ("host", Ty::Atomic)] };
 
-pub(super) static T_API_CORE_V1_EVICTIONRESPONDER: Struct = Struct {
-    name: "EvictionResponder",
-    fields: &[
-        ("name", Ty::Atomic),
-        ("priority", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_EVICTIONRESPONDER: Struct =
+    Struct { name: "EvictionResponder", fields: &[("name", Ty::Atomic), ("priority", Ty::Atomic)] };
 
-pub(super) static T_API_CORE_V1_EXECACTION: Struct = Struct {
-    name: "ExecAction",
-    fields: &[
-        ("command", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_EXECACTION: Struct = Struct { name: "ExecAction", fields: &[("command", Ty::Atomic)] };
 
 pub(super) static T_API_CORE_V1_FCVOLUMESOURCE: Struct = Struct {
     name: "FCVolumeSource",
@@ -506,49 +453,25 @@ pub(super) static T_API_CORE_V1_FLEXVOLUMESOURCE: Struct = Struct {
     ],
 };
 
-pub(super) static T_API_CORE_V1_FLOCKERVOLUMESOURCE: Struct = Struct {
-    name: "FlockerVolumeSource",
-    fields: &[
-        ("datasetName", Ty::Atomic),
-        ("datasetUUID", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_FLOCKERVOLUMESOURCE: Struct =
+    Struct { name: "FlockerVolumeSource", fields: &[("datasetName", Ty::Atomic), ("datasetUUID", Ty::Atomic)] };
 
 pub(super) static T_API_CORE_V1_GCEPERSISTENTDISKVOLUMESOURCE: Struct = Struct {
     name: "GCEPersistentDiskVolumeSource",
-    fields: &[
-        ("fsType", Ty::Atomic),
-        ("partition", Ty::Atomic),
-        ("pdName", Ty::Atomic),
-        ("readOnly", Ty::Atomic),
-    ],
+    fields: &[("fsType", Ty::Atomic), ("partition", Ty::Atomic), ("pdName", Ty::Atomic), ("readOnly", Ty::Atomic)],
 };
 
-pub(super) static T_API_CORE_V1_GRPCACTION: Struct = Struct {
-    name: "GRPCAction",
-    fields: &[
-        ("mode", Ty::Atomic),
-        ("port", Ty::Atomic),
-        ("service", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_GRPCACTION: Struct =
+    Struct { name: "GRPCAction", fields: &[("mode", Ty::Atomic), ("port", Ty::Atomic), ("service", Ty::Atomic)] };
 
 pub(super) static T_API_CORE_V1_GITREPOVOLUMESOURCE: Struct = Struct {
     name: "GitRepoVolumeSource",
-    fields: &[
-        ("directory", Ty::Atomic),
-        ("repository", Ty::Atomic),
-        ("revision", Ty::Atomic),
-    ],
+    fields: &[("directory", Ty::Atomic), ("repository", Ty::Atomic), ("revision", Ty::Atomic)],
 };
 
 pub(super) static T_API_CORE_V1_GLUSTERFSVOLUMESOURCE: Struct = Struct {
     name: "GlusterfsVolumeSource",
-    fields: &[
-        ("endpoints", Ty::Atomic),
-        ("path", Ty::Atomic),
-        ("readOnly", Ty::Atomic),
-    ],
+    fields: &[("endpoints", Ty::Atomic), ("path", Ty::Atomic), ("readOnly", Ty::Atomic)],
 };
 
 pub(super) static T_API_CORE_V1_HTTPGETACTION: Struct = Struct {
@@ -563,28 +486,13 @@ pub(super) static T_API_CORE_V1_HTTPGETACTION: Struct = Struct {
     ],
 };
 
-pub(super) static T_API_CORE_V1_HOSTALIAS: Struct = Struct {
-    name: "HostAlias",
-    fields: &[
-        ("hostnames", Ty::Atomic),
-        ("ip", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_HOSTALIAS: Struct =
+    Struct { name: "HostAlias", fields: &[("hostnames", Ty::Atomic), ("ip", Ty::Atomic)] };
 
-pub(super) static T_API_CORE_V1_HOSTIP: Struct = Struct {
-    name: "HostIP",
-    fields: &[
-        ("ip", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_HOSTIP: Struct = Struct { name: "HostIP", fields: &[("ip", Ty::Atomic)] };
 
-pub(super) static T_API_CORE_V1_HOSTPATHVOLUMESOURCE: Struct = Struct {
-    name: "HostPathVolumeSource",
-    fields: &[
-        ("path", Ty::Atomic),
-        ("type", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_HOSTPATHVOLUMESOURCE: Struct =
+    Struct { name: "HostPathVolumeSource", fields: &[("path", Ty::Atomic), ("type", Ty::Atomic)] };
 
 pub(super) static T_API_CORE_V1_ISCSIVOLUMESOURCE: Struct = Struct {
     name: "ISCSIVolumeSource",
@@ -603,13 +511,8 @@ pub(super) static T_API_CORE_V1_ISCSIVOLUMESOURCE: Struct = Struct {
     ],
 };
 
-pub(super) static T_API_CORE_V1_IMAGEVOLUMESOURCE: Struct = Struct {
-    name: "ImageVolumeSource",
-    fields: &[
-        ("pullPolicy", Ty::Atomic),
-        ("reference", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_IMAGEVOLUMESOURCE: Struct =
+    Struct { name: "ImageVolumeSource", fields: &[("pullPolicy", Ty::Atomic), ("reference", Ty::Atomic)] };
 
 pub(super) static T_API_CORE_V1_LIFECYCLE: Struct = Struct {
     name: "Lifecycle",
@@ -630,20 +533,12 @@ pub(super) static T_API_CORE_V1_LIFECYCLEHANDLER: Struct = Struct {
     ],
 };
 
-pub(super) static T_API_CORE_V1_LOADBALANCERSTATUS: Struct = Struct {
-    name: "LoadBalancerStatus",
-    fields: &[
-        ("ingress", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_LOADBALANCERSTATUS: Struct =
+    Struct { name: "LoadBalancerStatus", fields: &[("ingress", Ty::Atomic)] };
 
 pub(super) static T_API_CORE_V1_NFSVOLUMESOURCE: Struct = Struct {
     name: "NFSVolumeSource",
-    fields: &[
-        ("path", Ty::Atomic),
-        ("readOnly", Ty::Atomic),
-        ("server", Ty::Atomic),
-    ],
+    fields: &[("path", Ty::Atomic), ("readOnly", Ty::Atomic), ("server", Ty::Atomic)],
 };
 
 pub(super) static T_API_CORE_V1_NAMESPACE: Struct = Struct {
@@ -668,17 +563,16 @@ pub(super) static T_API_CORE_V1_NAMESPACECONDITION: Struct = Struct {
     ],
 };
 
-pub(super) static T_API_CORE_V1_NAMESPACESPEC: Struct = Struct {
-    name: "NamespaceSpec",
-    fields: &[
-        ("finalizers", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_NAMESPACESPEC: Struct =
+    Struct { name: "NamespaceSpec", fields: &[("finalizers", Ty::Atomic)] };
 
 pub(super) static T_API_CORE_V1_NAMESPACESTATUS: Struct = Struct {
     name: "NamespaceStatus",
     fields: &[
-        ("conditions", Ty::MapList(&[Key { name: "type", default: None }], &Ty::Struct(&T_API_CORE_V1_NAMESPACECONDITION))),
+        (
+            "conditions",
+            Ty::MapList(&[Key { name: "type", default: None }], &Ty::Struct(&T_API_CORE_V1_NAMESPACECONDITION)),
+        ),
         ("phase", Ty::Atomic),
     ],
 };
@@ -694,13 +588,8 @@ pub(super) static T_API_CORE_V1_NODE: Struct = Struct {
     ],
 };
 
-pub(super) static T_API_CORE_V1_NODEADDRESS: Struct = Struct {
-    name: "NodeAddress",
-    fields: &[
-        ("address", Ty::Atomic),
-        ("type", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_NODEADDRESS: Struct =
+    Struct { name: "NodeAddress", fields: &[("address", Ty::Atomic), ("type", Ty::Atomic)] };
 
 pub(super) static T_API_CORE_V1_NODEAFFINITY: Struct = Struct {
     name: "NodeAffinity",
@@ -710,29 +599,32 @@ pub(super) static T_API_CORE_V1_NODEAFFINITY: Struct = Struct {
     ],
 };
 
-pub(super) static T_API_CORE_V1_NODEALLOCATABLEMAPPEDRESOURCES: Struct = Struct {
-    name: "NodeAllocatableMappedResources",
-    fields: &[
-        ("name", Ty::Atomic),
-        ("quantity", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_NODEALLOCATABLEMAPPEDRESOURCES: Struct =
+    Struct { name: "NodeAllocatableMappedResources", fields: &[("name", Ty::Atomic), ("quantity", Ty::Atomic)] };
 
 pub(super) static T_API_CORE_V1_NODEALLOCATABLEOVERHEADRESOURCES: Struct = Struct {
     name: "NodeAllocatableOverheadResources",
-    fields: &[
-        ("name", Ty::Atomic),
-        ("perContainer", Ty::Atomic),
-        ("perPod", Ty::Atomic),
-    ],
+    fields: &[("name", Ty::Atomic), ("perContainer", Ty::Atomic), ("perPod", Ty::Atomic)],
 };
 
 pub(super) static T_API_CORE_V1_NODEALLOCATABLERESOURCECLAIMSTATUS: Struct = Struct {
     name: "NodeAllocatableResourceClaimStatus",
     fields: &[
         ("containers", Ty::Set),
-        ("mapping", Ty::MapList(&[Key { name: "name", default: None }], &Ty::Struct(&T_API_CORE_V1_NODEALLOCATABLEMAPPEDRESOURCES))),
-        ("overhead", Ty::MapList(&[Key { name: "name", default: None }], &Ty::Struct(&T_API_CORE_V1_NODEALLOCATABLEOVERHEADRESOURCES))),
+        (
+            "mapping",
+            Ty::MapList(
+                &[Key { name: "name", default: None }],
+                &Ty::Struct(&T_API_CORE_V1_NODEALLOCATABLEMAPPEDRESOURCES),
+            ),
+        ),
+        (
+            "overhead",
+            Ty::MapList(
+                &[Key { name: "name", default: None }],
+                &Ty::Struct(&T_API_CORE_V1_NODEALLOCATABLEOVERHEADRESOURCES),
+            ),
+        ),
         ("resourceClaimName", Ty::Atomic),
     ],
 };
@@ -749,12 +641,8 @@ pub(super) static T_API_CORE_V1_NODECONDITION: Struct = Struct {
     ],
 };
 
-pub(super) static T_API_CORE_V1_NODECONFIGSOURCE: Struct = Struct {
-    name: "NodeConfigSource",
-    fields: &[
-        ("configMap", Ty::Struct(&T_API_CORE_V1_CONFIGMAPNODECONFIGSOURCE)),
-    ],
-};
+pub(super) static T_API_CORE_V1_NODECONFIGSOURCE: Struct =
+    Struct { name: "NodeConfigSource", fields: &[("configMap", Ty::Struct(&T_API_CORE_V1_CONFIGMAPNODECONFIGSOURCE))] };
 
 pub(super) static T_API_CORE_V1_NODECONFIGSTATUS: Struct = Struct {
     name: "NodeConfigStatus",
@@ -766,26 +654,14 @@ pub(super) static T_API_CORE_V1_NODECONFIGSTATUS: Struct = Struct {
     ],
 };
 
-pub(super) static T_API_CORE_V1_NODEDAEMONENDPOINTS: Struct = Struct {
-    name: "NodeDaemonEndpoints",
-    fields: &[
-        ("kubeletEndpoint", Ty::Struct(&T_API_CORE_V1_DAEMONENDPOINT)),
-    ],
-};
+pub(super) static T_API_CORE_V1_NODEDAEMONENDPOINTS: Struct =
+    Struct { name: "NodeDaemonEndpoints", fields: &[("kubeletEndpoint", Ty::Struct(&T_API_CORE_V1_DAEMONENDPOINT))] };
 
-pub(super) static T_API_CORE_V1_NODEFEATURES: Struct = Struct {
-    name: "NodeFeatures",
-    fields: &[
-        ("supplementalGroupsPolicy", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_NODEFEATURES: Struct =
+    Struct { name: "NodeFeatures", fields: &[("supplementalGroupsPolicy", Ty::Atomic)] };
 
-pub(super) static T_API_CORE_V1_NODEPODPREEMPTIONPOLICY: Struct = Struct {
-    name: "NodePodPreemptionPolicy",
-    fields: &[
-        ("disableResizePreemption", Ty::Set),
-    ],
-};
+pub(super) static T_API_CORE_V1_NODEPODPREEMPTIONPOLICY: Struct =
+    Struct { name: "NodePodPreemptionPolicy", fields: &[("disableResizePreemption", Ty::Set)] };
 
 pub(super) static T_API_CORE_V1_NODESPEC: Struct = Struct {
     name: "NodeSpec",
@@ -821,12 +697,8 @@ pub(super) static T_API_CORE_V1_NODESTATUS: Struct = Struct {
     ],
 };
 
-pub(super) static T_API_CORE_V1_NODESWAPSTATUS: Struct = Struct {
-    name: "NodeSwapStatus",
-    fields: &[
-        ("capacity", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_NODESWAPSTATUS: Struct =
+    Struct { name: "NodeSwapStatus", fields: &[("capacity", Ty::Atomic)] };
 
 pub(super) static T_API_CORE_V1_NODESYSTEMINFO: Struct = Struct {
     name: "NodeSystemInfo",
@@ -871,19 +743,11 @@ pub(super) static T_API_CORE_V1_PERSISTENTVOLUMECLAIMTEMPLATE: Struct = Struct {
 
 pub(super) static T_API_CORE_V1_PERSISTENTVOLUMECLAIMVOLUMESOURCE: Struct = Struct {
     name: "PersistentVolumeClaimVolumeSource",
-    fields: &[
-        ("claimName", Ty::Atomic),
-        ("readOnly", Ty::Atomic),
-    ],
+    fields: &[("claimName", Ty::Atomic), ("readOnly", Ty::Atomic)],
 };
 
-pub(super) static T_API_CORE_V1_PHOTONPERSISTENTDISKVOLUMESOURCE: Struct = Struct {
-    name: "PhotonPersistentDiskVolumeSource",
-    fields: &[
-        ("fsType", Ty::Atomic),
-        ("pdID", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_PHOTONPERSISTENTDISKVOLUMESOURCE: Struct =
+    Struct { name: "PhotonPersistentDiskVolumeSource", fields: &[("fsType", Ty::Atomic), ("pdID", Ty::Atomic)] };
 
 pub(super) static T_API_CORE_V1_POD: Struct = Struct {
     name: "Pod",
@@ -927,65 +791,31 @@ pub(super) static T_API_CORE_V1_PODCONDITION: Struct = Struct {
 
 pub(super) static T_API_CORE_V1_PODDNSCONFIG: Struct = Struct {
     name: "PodDNSConfig",
-    fields: &[
-        ("nameservers", Ty::Atomic),
-        ("options", Ty::Atomic),
-        ("searches", Ty::Atomic),
-    ],
+    fields: &[("nameservers", Ty::Atomic), ("options", Ty::Atomic), ("searches", Ty::Atomic)],
 };
 
 pub(super) static T_API_CORE_V1_PODEXTENDEDRESOURCECLAIMSTATUS: Struct = Struct {
     name: "PodExtendedResourceClaimStatus",
-    fields: &[
-        ("requestMappings", Ty::Atomic),
-        ("resourceClaimName", Ty::Atomic),
-    ],
+    fields: &[("requestMappings", Ty::Atomic), ("resourceClaimName", Ty::Atomic)],
 };
 
-pub(super) static T_API_CORE_V1_PODIP: Struct = Struct {
-    name: "PodIP",
-    fields: &[
-        ("ip", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_PODIP: Struct = Struct { name: "PodIP", fields: &[("ip", Ty::Atomic)] };
 
-pub(super) static T_API_CORE_V1_PODOS: Struct = Struct {
-    name: "PodOS",
-    fields: &[
-        ("name", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_PODOS: Struct = Struct { name: "PodOS", fields: &[("name", Ty::Atomic)] };
 
 pub(super) static T_API_CORE_V1_PODRESOURCECLAIM: Struct = Struct {
     name: "PodResourceClaim",
-    fields: &[
-        ("name", Ty::Atomic),
-        ("resourceClaimName", Ty::Atomic),
-        ("resourceClaimTemplateName", Ty::Atomic),
-    ],
+    fields: &[("name", Ty::Atomic), ("resourceClaimName", Ty::Atomic), ("resourceClaimTemplateName", Ty::Atomic)],
 };
 
-pub(super) static T_API_CORE_V1_PODRESOURCECLAIMSTATUS: Struct = Struct {
-    name: "PodResourceClaimStatus",
-    fields: &[
-        ("name", Ty::Atomic),
-        ("resourceClaimName", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_PODRESOURCECLAIMSTATUS: Struct =
+    Struct { name: "PodResourceClaimStatus", fields: &[("name", Ty::Atomic), ("resourceClaimName", Ty::Atomic)] };
 
-pub(super) static T_API_CORE_V1_PODSCHEDULINGGATE: Struct = Struct {
-    name: "PodSchedulingGate",
-    fields: &[
-        ("name", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_PODSCHEDULINGGATE: Struct =
+    Struct { name: "PodSchedulingGate", fields: &[("name", Ty::Atomic)] };
 
-pub(super) static T_API_CORE_V1_PODSCHEDULINGGROUP: Struct = Struct {
-    name: "PodSchedulingGroup",
-    fields: &[
-        ("podGroupName", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_PODSCHEDULINGGROUP: Struct =
+    Struct { name: "PodSchedulingGroup", fields: &[("podGroupName", Ty::Atomic)] };
 
 pub(super) static T_API_CORE_V1_PODSECURITYCONTEXT: Struct = Struct {
     name: "PodSecurityContext",
@@ -1016,8 +846,14 @@ pub(super) static T_API_CORE_V1_PODSPEC: Struct = Struct {
         ("dnsConfig", Ty::Struct(&T_API_CORE_V1_PODDNSCONFIG)),
         ("dnsPolicy", Ty::Atomic),
         ("enableServiceLinks", Ty::Atomic),
-        ("ephemeralContainers", Ty::MapList(&[Key { name: "name", default: None }], &Ty::Struct(&T_API_CORE_V1_EPHEMERALCONTAINER))),
-        ("evictionResponders", Ty::MapList(&[Key { name: "name", default: None }], &Ty::Struct(&T_API_CORE_V1_EVICTIONRESPONDER))),
+        (
+            "ephemeralContainers",
+            Ty::MapList(&[Key { name: "name", default: None }], &Ty::Struct(&T_API_CORE_V1_EPHEMERALCONTAINER)),
+        ),
+        (
+            "evictionResponders",
+            Ty::MapList(&[Key { name: "name", default: None }], &Ty::Struct(&T_API_CORE_V1_EVICTIONRESPONDER)),
+        ),
         ("hostAliases", Ty::MapList(&[Key { name: "ip", default: None }], &Ty::Struct(&T_API_CORE_V1_HOSTALIAS))),
         ("hostIPC", Ty::Atomic),
         ("hostNetwork", Ty::Atomic),
@@ -1035,12 +871,18 @@ pub(super) static T_API_CORE_V1_PODSPEC: Struct = Struct {
         ("priority", Ty::Atomic),
         ("priorityClassName", Ty::Atomic),
         ("readinessGates", Ty::Atomic),
-        ("resourceClaims", Ty::MapList(&[Key { name: "name", default: None }], &Ty::Struct(&T_API_CORE_V1_PODRESOURCECLAIM))),
+        (
+            "resourceClaims",
+            Ty::MapList(&[Key { name: "name", default: None }], &Ty::Struct(&T_API_CORE_V1_PODRESOURCECLAIM)),
+        ),
         ("resources", Ty::Struct(&T_API_CORE_V1_RESOURCEREQUIREMENTS)),
         ("restartPolicy", Ty::Atomic),
         ("runtimeClassName", Ty::Atomic),
         ("schedulerName", Ty::Atomic),
-        ("schedulingGates", Ty::MapList(&[Key { name: "name", default: None }], &Ty::Struct(&T_API_CORE_V1_PODSCHEDULINGGATE))),
+        (
+            "schedulingGates",
+            Ty::MapList(&[Key { name: "name", default: None }], &Ty::Struct(&T_API_CORE_V1_PODSCHEDULINGGATE)),
+        ),
         ("schedulingGroup", Ty::Struct(&T_API_CORE_V1_PODSCHEDULINGGROUP)),
         ("securityContext", Ty::Struct(&T_API_CORE_V1_PODSECURITYCONTEXT)),
         ("serviceAccount", Ty::Atomic),
@@ -1050,7 +892,13 @@ pub(super) static T_API_CORE_V1_PODSPEC: Struct = Struct {
         ("subdomain", Ty::Atomic),
         ("terminationGracePeriodSeconds", Ty::Atomic),
         ("tolerations", Ty::Atomic),
-        ("topologySpreadConstraints", Ty::MapList(&[Key { name: "topologyKey", default: None }, Key { name: "whenUnsatisfiable", default: None }], &Ty::Struct(&T_API_CORE_V1_TOPOLOGYSPREADCONSTRAINT))),
+        (
+            "topologySpreadConstraints",
+            Ty::MapList(
+                &[Key { name: "topologyKey", default: None }, Key { name: "whenUnsatisfiable", default: None }],
+                &Ty::Struct(&T_API_CORE_V1_TOPOLOGYSPREADCONSTRAINT),
+            ),
+        ),
         ("volumes", Ty::MapList(&[Key { name: "name", default: None }], &Ty::Struct(&T_API_CORE_V1_VOLUME))),
     ],
 };
@@ -1067,7 +915,13 @@ pub(super) static T_API_CORE_V1_PODSTATUS: Struct = Struct {
         ("hostIPs", Ty::MapList(&[Key { name: "ip", default: None }], &Ty::Struct(&T_API_CORE_V1_HOSTIP))),
         ("initContainerStatuses", Ty::Atomic),
         ("message", Ty::Atomic),
-        ("nodeAllocatableResourceClaimStatuses", Ty::MapList(&[Key { name: "resourceClaimName", default: None }], &Ty::Struct(&T_API_CORE_V1_NODEALLOCATABLERESOURCECLAIMSTATUS))),
+        (
+            "nodeAllocatableResourceClaimStatuses",
+            Ty::MapList(
+                &[Key { name: "resourceClaimName", default: None }],
+                &Ty::Struct(&T_API_CORE_V1_NODEALLOCATABLERESOURCECLAIMSTATUS),
+            ),
+        ),
         ("nominatedNodeName", Ty::Atomic),
         ("observedGeneration", Ty::Atomic),
         ("phase", Ty::Atomic),
@@ -1076,10 +930,16 @@ pub(super) static T_API_CORE_V1_PODSTATUS: Struct = Struct {
         ("qosClass", Ty::Atomic),
         ("reason", Ty::Atomic),
         ("resize", Ty::Atomic),
-        ("resourceClaimStatuses", Ty::MapList(&[Key { name: "name", default: None }], &Ty::Struct(&T_API_CORE_V1_PODRESOURCECLAIMSTATUS))),
+        (
+            "resourceClaimStatuses",
+            Ty::MapList(&[Key { name: "name", default: None }], &Ty::Struct(&T_API_CORE_V1_PODRESOURCECLAIMSTATUS)),
+        ),
         ("resources", Ty::Struct(&T_API_CORE_V1_RESOURCEREQUIREMENTS)),
         ("startTime", Ty::Atomic),
-        ("volumeHealth", Ty::MapList(&[Key { name: "name", default: None }], &Ty::Struct(&T_API_CORE_V1_PODVOLUMEHEALTH))),
+        (
+            "volumeHealth",
+            Ty::MapList(&[Key { name: "name", default: None }], &Ty::Struct(&T_API_CORE_V1_PODVOLUMEHEALTH)),
+        ),
     ],
 };
 
@@ -1094,7 +954,10 @@ pub(super) static T_API_CORE_V1_PODTEMPLATESPEC: Struct = Struct {
 pub(super) static T_API_CORE_V1_PODVOLUMEHEALTH: Struct = Struct {
     name: "PodVolumeHealth",
     fields: &[
-        ("healthConditions", Ty::MapList(&[Key { name: "status", default: None }], &Ty::Struct(&T_API_CORE_V1_VOLUMEHEALTHCONDITION))),
+        (
+            "healthConditions",
+            Ty::MapList(&[Key { name: "status", default: None }], &Ty::Struct(&T_API_CORE_V1_VOLUMEHEALTHCONDITION)),
+        ),
         ("lastTransitionTime", Ty::Atomic),
         ("name", Ty::Atomic),
     ],
@@ -1102,11 +965,7 @@ pub(super) static T_API_CORE_V1_PODVOLUMEHEALTH: Struct = Struct {
 
 pub(super) static T_API_CORE_V1_PORTWORXVOLUMESOURCE: Struct = Struct {
     name: "PortworxVolumeSource",
-    fields: &[
-        ("fsType", Ty::Atomic),
-        ("readOnly", Ty::Atomic),
-        ("volumeID", Ty::Atomic),
-    ],
+    fields: &[("fsType", Ty::Atomic), ("readOnly", Ty::Atomic), ("volumeID", Ty::Atomic)],
 };
 
 pub(super) static T_API_CORE_V1_PROBE: Struct = Struct {
@@ -1127,11 +986,7 @@ pub(super) static T_API_CORE_V1_PROBE: Struct = Struct {
 
 pub(super) static T_API_CORE_V1_PROJECTEDVOLUMESOURCE: Struct = Struct {
     name: "ProjectedVolumeSource",
-    fields: &[
-        ("defaultMode", Ty::Atomic),
-        ("defaultUser", Ty::Atomic),
-        ("sources", Ty::Atomic),
-    ],
+    fields: &[("defaultMode", Ty::Atomic), ("defaultUser", Ty::Atomic), ("sources", Ty::Atomic)],
 };
 
 pub(super) static T_API_CORE_V1_QUOBYTEVOLUMESOURCE: Struct = Struct {
@@ -1160,13 +1015,8 @@ pub(super) static T_API_CORE_V1_RBDVOLUMESOURCE: Struct = Struct {
     ],
 };
 
-pub(super) static T_API_CORE_V1_RESOURCECLAIM: Struct = Struct {
-    name: "ResourceClaim",
-    fields: &[
-        ("name", Ty::Atomic),
-        ("request", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_RESOURCECLAIM: Struct =
+    Struct { name: "ResourceClaim", fields: &[("name", Ty::Atomic), ("request", Ty::Atomic)] };
 
 pub(super) static T_API_CORE_V1_RESOURCEREQUIREMENTS: Struct = Struct {
     name: "ResourceRequirements",
@@ -1179,12 +1029,7 @@ pub(super) static T_API_CORE_V1_RESOURCEREQUIREMENTS: Struct = Struct {
 
 pub(super) static T_API_CORE_V1_SELINUXOPTIONS: Struct = Struct {
     name: "SELinuxOptions",
-    fields: &[
-        ("level", Ty::Atomic),
-        ("role", Ty::Atomic),
-        ("type", Ty::Atomic),
-        ("user", Ty::Atomic),
-    ],
+    fields: &[("level", Ty::Atomic), ("role", Ty::Atomic), ("type", Ty::Atomic), ("user", Ty::Atomic)],
 };
 
 pub(super) static T_API_CORE_V1_SCALEIOVOLUMESOURCE: Struct = Struct {
@@ -1203,13 +1048,8 @@ pub(super) static T_API_CORE_V1_SCALEIOVOLUMESOURCE: Struct = Struct {
     ],
 };
 
-pub(super) static T_API_CORE_V1_SECCOMPPROFILE: Struct = Struct {
-    name: "SeccompProfile",
-    fields: &[
-        ("localhostProfile", Ty::Atomic),
-        ("type", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_SECCOMPPROFILE: Struct =
+    Struct { name: "SeccompProfile", fields: &[("localhostProfile", Ty::Atomic), ("type", Ty::Atomic)] };
 
 pub(super) static T_API_CORE_V1_SECRET: Struct = Struct {
     name: "Secret",
@@ -1304,7 +1144,13 @@ pub(super) static T_API_CORE_V1_SERVICESPEC: Struct = Struct {
         ("loadBalancerClass", Ty::Atomic),
         ("loadBalancerIP", Ty::Atomic),
         ("loadBalancerSourceRanges", Ty::Atomic),
-        ("ports", Ty::MapList(&[Key { name: "port", default: None }, Key { name: "protocol", default: Some("\"TCP\"") }], &Ty::Struct(&T_API_CORE_V1_SERVICEPORT))),
+        (
+            "ports",
+            Ty::MapList(
+                &[Key { name: "port", default: None }, Key { name: "protocol", default: Some("\"TCP\"") }],
+                &Ty::Struct(&T_API_CORE_V1_SERVICEPORT),
+            ),
+        ),
         ("publishNotReadyAddresses", Ty::Atomic),
         ("selector", Ty::Atomic),
         ("sessionAffinity", Ty::Atomic),
@@ -1317,24 +1163,22 @@ pub(super) static T_API_CORE_V1_SERVICESPEC: Struct = Struct {
 pub(super) static T_API_CORE_V1_SERVICESTATUS: Struct = Struct {
     name: "ServiceStatus",
     fields: &[
-        ("conditions", Ty::MapList(&[Key { name: "type", default: None }], &Ty::Struct(&T_APIMACHINERY_PKG_APIS_META_V1_CONDITION))),
+        (
+            "conditions",
+            Ty::MapList(
+                &[Key { name: "type", default: None }],
+                &Ty::Struct(&T_APIMACHINERY_PKG_APIS_META_V1_CONDITION),
+            ),
+        ),
         ("loadBalancer", Ty::Struct(&T_API_CORE_V1_LOADBALANCERSTATUS)),
     ],
 };
 
-pub(super) static T_API_CORE_V1_SESSIONAFFINITYCONFIG: Struct = Struct {
-    name: "SessionAffinityConfig",
-    fields: &[
-        ("clientIP", Ty::Struct(&T_API_CORE_V1_CLIENTIPCONFIG)),
-    ],
-};
+pub(super) static T_API_CORE_V1_SESSIONAFFINITYCONFIG: Struct =
+    Struct { name: "SessionAffinityConfig", fields: &[("clientIP", Ty::Struct(&T_API_CORE_V1_CLIENTIPCONFIG))] };
 
-pub(super) static T_API_CORE_V1_SLEEPACTION: Struct = Struct {
-    name: "SleepAction",
-    fields: &[
-        ("seconds", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_SLEEPACTION: Struct =
+    Struct { name: "SleepAction", fields: &[("seconds", Ty::Atomic)] };
 
 pub(super) static T_API_CORE_V1_STORAGEOSVOLUMESOURCE: Struct = Struct {
     name: "StorageOSVolumeSource",
@@ -1347,13 +1191,8 @@ pub(super) static T_API_CORE_V1_STORAGEOSVOLUMESOURCE: Struct = Struct {
     ],
 };
 
-pub(super) static T_API_CORE_V1_TCPSOCKETACTION: Struct = Struct {
-    name: "TCPSocketAction",
-    fields: &[
-        ("host", Ty::Atomic),
-        ("port", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_TCPSOCKETACTION: Struct =
+    Struct { name: "TCPSocketAction", fields: &[("host", Ty::Atomic), ("port", Ty::Atomic)] };
 
 pub(super) static T_API_CORE_V1_TOPOLOGYSPREADCONSTRAINT: Struct = Struct {
     name: "TopologySpreadConstraint",
@@ -1371,11 +1210,7 @@ pub(super) static T_API_CORE_V1_TOPOLOGYSPREADCONSTRAINT: Struct = Struct {
 
 pub(super) static T_API_CORE_V1_TYPEDOBJECTREFERENCE: Struct = Struct {
     name: "TypedObjectReference",
-    fields: &[
-        ("apiGroup", Ty::Atomic),
-        ("name", Ty::Atomic),
-        ("namespace", Ty::Atomic),
-    ],
+    fields: &[("apiGroup", Ty::Atomic), ("name", Ty::Atomic), ("namespace", Ty::Atomic)],
 };
 
 pub(super) static T_API_CORE_V1_VOLUME: Struct = Struct {
@@ -1415,21 +1250,12 @@ pub(super) static T_API_CORE_V1_VOLUME: Struct = Struct {
     ],
 };
 
-pub(super) static T_API_CORE_V1_VOLUMEDEVICE: Struct = Struct {
-    name: "VolumeDevice",
-    fields: &[
-        ("devicePath", Ty::Atomic),
-        ("name", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_CORE_V1_VOLUMEDEVICE: Struct =
+    Struct { name: "VolumeDevice", fields: &[("devicePath", Ty::Atomic), ("name", Ty::Atomic)] };
 
 pub(super) static T_API_CORE_V1_VOLUMEHEALTHCONDITION: Struct = Struct {
     name: "VolumeHealthCondition",
-    fields: &[
-        ("message", Ty::Atomic),
-        ("reason", Ty::Atomic),
-        ("status", Ty::Atomic),
-    ],
+    fields: &[("message", Ty::Atomic), ("reason", Ty::Atomic), ("status", Ty::Atomic)],
 };
 
 pub(super) static T_API_CORE_V1_VOLUMEMOUNT: Struct = Struct {
@@ -1448,10 +1274,7 @@ pub(super) static T_API_CORE_V1_VOLUMEMOUNT: Struct = Struct {
 
 pub(super) static T_API_CORE_V1_VOLUMERESOURCEREQUIREMENTS: Struct = Struct {
     name: "VolumeResourceRequirements",
-    fields: &[
-        ("limits", Ty::Map(&Ty::Atomic)),
-        ("requests", Ty::Map(&Ty::Atomic)),
-    ],
+    fields: &[("limits", Ty::Map(&Ty::Atomic)), ("requests", Ty::Map(&Ty::Atomic))],
 };
 
 pub(super) static T_API_CORE_V1_VSPHEREVIRTUALDISKVOLUMESOURCE: Struct = Struct {
@@ -1497,13 +1320,8 @@ pub(super) static T_API_EVENTS_V1_EVENT: Struct = Struct {
     ],
 };
 
-pub(super) static T_API_EVENTS_V1_EVENTSERIES: Struct = Struct {
-    name: "EventSeries",
-    fields: &[
-        ("count", Ty::Atomic),
-        ("lastObservedTime", Ty::Atomic),
-    ],
-};
+pub(super) static T_API_EVENTS_V1_EVENTSERIES: Struct =
+    Struct { name: "EventSeries", fields: &[("count", Ty::Atomic), ("lastObservedTime", Ty::Atomic)] };
 
 pub(super) static T_API_SCHEDULING_V1_PRIORITYCLASS: Struct = Struct {
     name: "PriorityClass",
@@ -1544,7 +1362,13 @@ pub(super) static T_APIMACHINERY_PKG_APIS_META_V1_OBJECTMETA: Struct = Struct {
         ("managedFields", Ty::Atomic),
         ("name", Ty::Atomic),
         ("namespace", Ty::Atomic),
-        ("ownerReferences", Ty::MapList(&[Key { name: "uid", default: None }], &Ty::Struct(&T_APIMACHINERY_PKG_APIS_META_V1_OWNERREFERENCE))),
+        (
+            "ownerReferences",
+            Ty::MapList(
+                &[Key { name: "uid", default: None }],
+                &Ty::Struct(&T_APIMACHINERY_PKG_APIS_META_V1_OWNERREFERENCE),
+            ),
+        ),
         ("resourceVersion", Ty::Atomic),
         ("selfLink", Ty::Atomic),
         ("uid", Ty::Atomic),

@@ -102,11 +102,18 @@ pub struct Request<'a> {
     pub table: Option<TableOptions>,
     /// Body bytes (already size-limited).
     pub body: Bytes,
+    /// `User-Agent` (may be empty); its prefix names the field manager when the query does not.
+    pub user_agent: &'a str,
 }
 
 impl Request<'_> {
     /// The update this request makes to its target object.
     pub(crate) fn update(&self, mode: write::Mode, validation: crate::request::FieldValidation) -> write::Update<'_> {
+        let track = match mode {
+            write::Mode::Main => write::Track::Update { manager: self.manager(), subresource: None },
+            write::Mode::Status => write::Track::Update { manager: self.manager(), subresource: Some("status") },
+            write::Mode::Internal => write::Track::Off,
+        };
         write::Update {
             res: self.target.res,
             namespace: self.target.namespace.as_deref(),
@@ -114,6 +121,19 @@ impl Request<'_> {
             mode,
             validation,
             dry_run: self.query.dry_run,
+            track,
+        }
+    }
+
+    /// The field manager of this write: `fieldManager`, else the User-Agent up to its first `/`, as
+    /// Kubernetes does (`kubectl/v1.37.0 (linux/amd64) …` → `kubectl`).
+    pub(crate) fn manager(&self) -> &str {
+        match &self.query.field_manager {
+            Some(m) => m,
+            None => match self.user_agent.split('/').next() {
+                Some(p) if !p.is_empty() => p,
+                _ => "unknown",
+            },
         }
     }
 }

@@ -7,6 +7,7 @@ use crate::filter::Filter;
 use crate::request::FieldValidation;
 use crate::storage::{Kv, StorageError};
 use ferry_api::kinds::AdmitError;
+use ferry_api::managed;
 use ferry_api::resources::{GenerationPolicy, StatusPolicy};
 use ferry_api::{FieldError, ResourceInfo};
 use serde_json::{json, Map, Value};
@@ -26,6 +27,7 @@ pub(crate) enum Mode {
 }
 
 /// Which object an update targets, and how.
+#[derive(Clone, Copy)]
 pub(crate) struct Update<'a> {
     pub res: &'static ResourceInfo,
     pub namespace: Option<&'a str>,
@@ -33,6 +35,45 @@ pub(crate) struct Update<'a> {
     pub mode: Mode,
     pub validation: FieldValidation,
     pub dry_run: bool,
+    pub track: Track<'a>,
+}
+
+/// How a write is recorded in `metadata.managedFields`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Track<'a> {
+    /// Not at all (the server's own mutations: binding, finalize, deletion bookkeeping).
+    Off,
+    /// An update by `manager`: it owns what it changed (`subresource`: written through `/status` or `/scale`).
+    Update { manager: &'a str, subresource: Option<&'static str> },
+    /// A server-side apply: the candidate already carries its managed fields.
+    Applied,
+}
+
+impl Track<'_> {
+    /// The writer to record, if this write is tracked and the kind has a merge schema here.
+    fn writer<'w>(&'w self, res: &'w ResourceInfo, api_version: &'w str, now: &'w str) -> Option<managed::Writer<'w>> {
+        let Track::Update { manager, subresource } = self else { return None };
+        if res.storage_group != res.group && !(res.group.is_empty() && res.storage_group == "core") {
+            return None; // served through another group's storage (events.k8s.io): tracked by the owner
+        }
+        Some(managed::Writer {
+            manager,
+            api_version,
+            kind: res.kind,
+            subresource: *subresource,
+            scope: scope(res, *subresource),
+            now,
+        })
+    }
+}
+
+/// What field tracking covers for a write through `subresource`.
+fn scope(res: &ResourceInfo, subresource: Option<&str>) -> managed::Scope {
+    match subresource {
+        Some("status") => managed::Scope::Status,
+        _ if res.has_status_subresource() => managed::Scope::Main,
+        _ => managed::Scope::Whole,
+    }
 }
 
 /// The outcome of a write.
@@ -304,7 +345,8 @@ impl Api {
         u: Update<'_>,
         mut mutate: impl FnMut(&Value) -> Result<Value>,
     ) -> Result<Written> {
-        let Update { res, namespace, name, mode, validation, dry_run } = u;
+        let Update { res, namespace, name, mode, validation, dry_run, track } = u;
+        let api_version = res.api_version();
         let key = res.key(namespace, name);
         let mut next: Option<Kv> =
             self.cache.get(res, &key).1.map(|o| Kv { key: key.clone(), value: o.raw.clone(), mod_revision: o.rev });
@@ -341,6 +383,9 @@ impl Api {
                 let old_gen = meta(&stored).get("generation").and_then(Value::as_i64).unwrap_or(1);
                 let gen = if generation_changed(res.generation, &stored, &object) { old_gen + 1 } else { old_gen };
                 meta_mut(&mut object).insert("generation".into(), gen.into());
+            }
+            if let Some(w) = track.writer(res, &api_version, &now()) {
+                managed::track_update(Some(&stored), &mut object, &w);
             }
             // Kubernetes deletes during update once a terminating object has no finalizers
             // left and no grace period running (pods in graceful termination stay).
@@ -391,7 +436,11 @@ impl Api {
     ) -> Result<()> {
         if mode == Mode::Status {
             let status = candidate.get("status").cloned();
+            let managed_fields = candidate.pointer("/metadata/managedFields").cloned();
             *candidate = current.clone();
+            if let Some(mf) = managed_fields {
+                meta_mut(candidate).insert("managedFields".into(), mf);
+            }
             match status {
                 Some(s) => candidate["status"] = s,
                 None => {
@@ -486,8 +535,9 @@ impl Api {
     pub(super) async fn create(&self, req: &Request<'_>) -> Result<Reply> {
         let t = &req.target;
         let body = parse_body(req.content_type, &req.body)?;
+        let track = Track::Update { manager: req.manager(), subresource: None };
         let written = self
-            .create_object(t.res, t.namespace.as_deref(), body, req.query.field_validation, req.query.dry_run)
+            .create_object(t.res, t.namespace.as_deref(), body, req.query.field_validation, req.query.dry_run, track)
             .await?;
         let mut reply = Reply::value(201, &written.object);
         reply.warnings = written.warnings;
@@ -502,6 +552,7 @@ impl Api {
         mut obj: Value,
         validation: FieldValidation,
         dry_run: bool,
+        track: Track<'_>,
     ) -> Result<Written> {
         check_type(res, &mut obj)?;
         check_meta_types(res, &obj)?;
@@ -556,6 +607,10 @@ impl Api {
             };
             meta_mut(&mut obj).insert("name".into(), Value::String(name.clone()));
             let (mut object, warnings) = admit(res, &name, obj.clone(), None, validation)?;
+            let api_version = res.api_version();
+            if let Some(w) = track.writer(res, &api_version, &now()) {
+                managed::track_update(None, &mut object, &w);
+            }
             if dry_run {
                 return Ok(Written { object: res.ops.to_served(object), warnings });
             }
@@ -596,10 +651,113 @@ impl Api {
 
     pub(super) async fn patch_with_mode(&self, req: &Request<'_>, mode: Mode) -> Result<Reply> {
         let patch = Patch::parse(req.content_type, &req.body)?;
+        if let Patch::Apply(config) = &patch {
+            return self.apply(req, mode, config).await;
+        }
+        if req.query.force {
+            return Err(ApiError::invalid_patch_options(FieldError::forbidden(
+                "force",
+                "may not be specified for non-apply patch",
+            )));
+        }
         let written = self.update_loop(req.update(mode, req.query.field_validation), |cur| patch.apply(cur)).await?;
         let mut reply = Reply::value(200, &written.object);
         reply.warnings = written.warnings;
         Ok(reply)
+    }
+
+    /// PATCH with `application/apply-patch+yaml`: server-side apply, creating the object if it is missing.
+    async fn apply(&self, req: &Request<'_>, mode: Mode, config: &Value) -> Result<Reply> {
+        let t = &req.target;
+        let res = t.res;
+        let name = t.name.as_deref().unwrap_or_default();
+        let Some(manager) = req.query.field_manager.as_deref() else {
+            return Err(ApiError::invalid_patch_options(FieldError::required(
+                "fieldManager",
+                "is required for apply patch",
+            )));
+        };
+        if manager.len() > 128 {
+            return Err(ApiError::invalid_patch_options(FieldError::too_long("fieldManager", 128)));
+        }
+        let api_version = res.api_version();
+        let subresource = (mode == Mode::Status).then_some("status");
+        let now = now();
+        let writer = managed::Writer {
+            manager,
+            api_version: &api_version,
+            kind: res.kind,
+            subresource,
+            scope: scope(res, subresource),
+            now: &now,
+        };
+        if !managed::supports(&api_version, res.kind) {
+            return Err(ApiError::unsupported_patch(res.kind));
+        }
+        let force = req.query.force;
+        let to_api = |e: managed::ApplyError| match e {
+            managed::ApplyError::Conflicts(c) => {
+                let message = managed::ApplyError::Conflicts(c.clone()).to_string();
+                ApiError::apply_conflict(&c, message)
+            }
+            managed::ApplyError::Invalid(m) => ApiError::unprocessable(m),
+            managed::ApplyError::Unsupported(_) => ApiError::unsupported_patch(res.kind),
+        };
+        let mut update = req.update(mode, req.query.field_validation);
+        update.track = Track::Applied;
+        for _ in 0..3 {
+            match self
+                .update_loop(update, |cur| managed::apply(Some(cur), config, &writer, force).map_err(to_api))
+                .await
+            {
+                Ok(written) => {
+                    let mut reply = Reply::value(200, &written.object);
+                    reply.warnings = written.warnings;
+                    return Ok(reply);
+                }
+                Err(e) if e.code == 404 && mode == Mode::Main => {}
+                Err(e) => return Err(e),
+            }
+            // Apply creates what is missing.
+            let mut obj = managed::apply(None, config, &writer, force).map_err(to_api)?;
+            match meta_str(&obj, "name") {
+                None => {
+                    meta_mut(&mut obj).insert("name".into(), Value::String(name.into()));
+                }
+                Some(n) if n == name => {}
+                Some(n) => {
+                    return Err(ApiError::bad_request(format!(
+                        "the name of the object ({n}) does not match the name on the URL ({name})"
+                    )))
+                }
+            }
+            if obj.get("apiVersion").is_none() {
+                obj["apiVersion"] = Value::String(api_version.clone());
+            }
+            if obj.get("kind").is_none() {
+                obj["kind"] = Value::String(res.kind.into());
+            }
+            let created = self
+                .create_object(
+                    res,
+                    t.namespace.as_deref(),
+                    obj,
+                    req.query.field_validation,
+                    req.query.dry_run,
+                    Track::Applied,
+                )
+                .await;
+            match created {
+                Ok(written) => {
+                    let mut reply = Reply::value(201, &written.object);
+                    reply.warnings = written.warnings;
+                    return Ok(reply);
+                }
+                Err(e) if e.reason == "AlreadyExists" => continue, // created meanwhile: apply onto it
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ApiError::conflict_msg(res, name, "the object was created and deleted concurrently; please retry"))
     }
 
     /// DELETE one object.
@@ -767,6 +925,8 @@ pub(super) enum Patch {
     Json(Value),
     /// Kubernetes strategic merge patch (built-in kinds).
     Strategic(Value),
+    /// Server-side apply: the applied configuration.
+    Apply(Value),
 }
 
 impl Patch {
@@ -804,6 +964,14 @@ impl Patch {
                 }
                 Ok(Patch::Json(v))
             }
+            "application/apply-patch+yaml" => {
+                let v: Value = serde_yaml::from_slice(body)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+                if !v.is_object() {
+                    return Err(ApiError::bad_request("the applied configuration must be a YAML or JSON object"));
+                }
+                Ok(Patch::Apply(v))
+            }
             other => Err(ApiError::unsupported_media_type(other)),
         }
     }
@@ -825,6 +993,7 @@ impl Patch {
                     }
                 })?
             }
+            Patch::Apply(_) => return Err(ApiError::unsupported_media_type("application/apply-patch+yaml")),
             Patch::Json(p) => ferry_api::patch::json_patch(&mut v, p).map_err(|e| {
                 if e.is_malformed() {
                     ApiError::bad_request(e.to_string())
@@ -844,7 +1013,7 @@ pub async fn ensure_default_namespaces(api: &Api) -> Result<()> {
     let res = api.table.lookup("", "v1", "namespaces").ok_or_else(|| ApiError::internal("no namespaces"))?;
     for ns in DEFAULT_NAMESPACES {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        match api.create_object(res, None, obj, FieldValidation::Strict, false).await {
+        match api.create_object(res, None, obj, FieldValidation::Strict, false, Track::Off).await {
             Ok(_) => tracing::info!(namespace = ns, "created namespace"),
             Err(e) if e.code == 409 => {}
             Err(e) => return Err(e),
