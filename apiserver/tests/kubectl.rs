@@ -377,7 +377,8 @@ async fn server_side_apply(k: &Kubectl, dir: &Path, manifest: &str) -> Result<()
     assert_eq!(d["spec"]["replicas"], 2, "{d}");
 
     // Forced, the second manager takes replicas over.
-    let out = k.ok(&["apply", "--server-side", "--field-manager=autoscaler", "--force-conflicts", "-f", &other]).await?;
+    let out =
+        k.ok(&["apply", "--server-side", "--field-manager=autoscaler", "--force-conflicts", "-f", &other]).await?;
     assert_eq!(out.trim(), "deployment.apps/ssa serverside-applied", "{out}");
     let d = k.json(&["-n", NS, "get", "deploy", "ssa", "--show-managed-fields"]).await?;
     assert_eq!(d["spec"]["replicas"], 5, "{d}");
@@ -394,11 +395,7 @@ async fn server_side_apply(k: &Kubectl, dir: &Path, manifest: &str) -> Result<()
     let d = k.json(&["-n", NS, "get", "deploy", "ssa"]).await?;
     assert_eq!(d["spec"]["replicas"], 5, "{d}");
     assert_eq!(d["metadata"]["labels"], serde_json::json!({"app": "ssa"}), "{d}");
-    assert_eq!(
-        container(&d, "app")["ports"],
-        serde_json::json!([{"containerPort": 80, "protocol": "TCP"}]),
-        "{d}"
-    );
+    assert_eq!(container(&d, "app")["ports"], serde_json::json!([{"containerPort": 80, "protocol": "TCP"}]), "{d}");
     k.ok(&["-n", NS, "delete", "deploy", "ssa"]).await?;
 
     // The client-side-applied shop manifest moves to server-side apply without conflicts, and keeps
