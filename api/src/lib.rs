@@ -11,6 +11,7 @@ mod field_error;
 pub mod kinds;
 pub mod managed;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod selector;
 pub mod strategic;

@@ -213,6 +213,7 @@ async fn stock_kubectl_end_to_end() -> Result<()> {
     server_side_apply(&k, dir.path(), &manifest).await?;
     get_outputs(&k).await?;
     mutate(&k).await?;
+    create_verbs(&k).await?;
     watch(&k, &c).await?;
     explain_and_diff(&k, &manifest).await?;
     bad_input(&k, dir.path()).await?;
@@ -404,6 +405,51 @@ async fn server_side_apply(k: &Kubectl, dir: &Path, manifest: &str) -> Result<()
     assert!(out.lines().any(|l| l == "deployment.apps/shop serverside-applied"), "{out}");
     let out = k.ok(&["apply", "-f", manifest]).await?;
     assert!(out.lines().any(|l| l.starts_with("deployment.apps/shop ")), "{out}");
+    Ok(())
+}
+
+/// 2c. `kubectl create <kind>`: client-go sends these bodies as Kubernetes protobuf.
+async fn create_verbs(k: &Kubectl) -> Result<()> {
+    assert_eq!(k.ok(&["create", "namespace", "made"]).await?.trim(), "namespace/made created");
+    let out = k
+        .ok(&["-n", "made", "create", "configmap", "cfg", "--from-literal=color=blue", "--from-literal=empty="])
+        .await?;
+    assert_eq!(out.trim(), "configmap/cfg created");
+    let cm = k.json(&["-n", "made", "get", "cm", "cfg"]).await?;
+    assert_eq!(cm["data"], serde_json::json!({"color": "blue", "empty": ""}), "{cm}");
+    assert!(cm["metadata"].get("generateName").is_none(), "{cm}");
+    assert!(cm["metadata"]["creationTimestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{cm}");
+
+    k.ok(&["-n", "made", "create", "secret", "generic", "pw", "--from-literal=password=hunter2"]).await?;
+    let secret = k.json(&["-n", "made", "get", "secret", "pw"]).await?;
+    assert_eq!(secret["data"]["password"], "aHVudGVyMg==", "{secret}");
+    assert_eq!(secret["type"], "Opaque", "{secret}");
+
+    let out = k
+        .ok(&["-n", "made", "create", "deployment", "api", "--image=nginx:1.27", "--replicas=0", "--port=8080"])
+        .await?;
+    assert_eq!(out.trim(), "deployment.apps/api created");
+    let d = k.json(&["-n", "made", "get", "deploy", "api"]).await?;
+    assert_eq!(d["spec"]["replicas"], 0, "an explicit 0 survives: {d}");
+    let c = container(&d, "nginx");
+    assert_eq!(c["image"], "nginx:1.27", "{d}");
+    assert_eq!(c["ports"], serde_json::json!([{"containerPort": 8080, "protocol": "TCP"}]), "{d}");
+    assert_eq!(d["spec"]["selector"]["matchLabels"], serde_json::json!({"app": "api"}), "{d}");
+    // Go's omitempty zeros that protobuf carries are not stored (Kubernetes would not show them).
+    assert!(c.get("stdin").is_none() && d["spec"].get("paused").is_none(), "{d}");
+    assert!(d["spec"]["template"]["metadata"].get("generation").is_none(), "{d}");
+
+    let out = k.ok(&["-n", "made", "create", "service", "clusterip", "api", "--tcp=80:8080"]).await?;
+    assert_eq!(out.trim(), "service/api created");
+    let svc = k.json(&["-n", "made", "get", "svc", "api"]).await?;
+    assert_eq!(svc["spec"]["ports"][0]["port"], 80, "{svc}");
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080, "{svc}");
+
+    // Bad input through the same path: an invalid name is the usual 422, and nothing is stored.
+    let out = k.run(&["-n", "made", "create", "configmap", "Bad_Name"]).await?;
+    assert_ne!(out.code, Some(0), "{out}");
+    assert!(out.stderr.contains("ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value"), "{out}");
+    k.ok(&["delete", "namespace", "made", "--wait=false"]).await?;
     Ok(())
 }
 

@@ -260,6 +260,12 @@ pub fn parse_body(content_type: &str, body: &[u8]) -> Result<Value> {
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?,
         "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}")))?,
+        "application/vnd.kubernetes.protobuf" => ferry_api::protobuf::decode(body).map_err(|e| match e {
+            ferry_api::protobuf::ProtoError::UnsupportedKind { .. } => {
+                ApiError::unsupported_media_type_msg(e.to_string())
+            }
+            ferry_api::protobuf::ProtoError::Malformed(_) => ApiError::bad_request(e.to_string()),
+        })?,
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     if !value.is_object() {
