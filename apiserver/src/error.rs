@@ -302,6 +302,7 @@ pub fn from_storage(res: &ResourceInfo, name: &str, e: crate::storage::StorageEr
         S::AlreadyExists(_) => ApiError::already_exists(res, name),
         S::NotFound(_) => ApiError::not_found(res, name),
         S::Conflict { .. } | S::GuardChanged(_) => ApiError::conflict(res, name),
+        S::Claimed(key) => ApiError::conflict_msg(res, name, &format!("{key} is already allocated; please retry")),
         S::Compacted(rev) => ApiError::expired(format!("The resourceVersion {rev} is too old")),
         S::Timeout(d) => ApiError::unavailable(format!("storage is unavailable: etcd did not answer within {d:?}")),
         S::Etcd(e) => {

@@ -31,6 +31,12 @@ struct Args {
     /// Seconds between etcd compactions (0 disables).
     #[arg(long, default_value_t = 300)]
     etcd_compaction_interval: u64,
+    /// IPv4 range Services' ClusterIPs come from.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cluster_ip_range: String,
+    /// Port range NodePorts come from (LOW-HIGH).
+    #[arg(long, default_value = "30000-32767")]
+    service_node_port_range: String,
     /// Log as JSON.
     #[arg(long)]
     log_json: bool,
@@ -46,6 +52,9 @@ async fn main() -> anyhow::Result<()> {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
     let mut config = ferry_apiserver::Config::new(args.etcd_servers, args.data_dir);
+    config.rest.service_ranges =
+        ferry_apiserver::rest::ServiceRanges::parse(&args.service_cluster_ip_range, &args.service_node_port_range)
+            .map_err(anyhow::Error::msg)?;
     config.bind_address = args.bind_address;
     config.secure_port = args.secure_port;
     config.extra_sans = args.tls_san;

@@ -30,6 +30,9 @@ pub enum StorageError {
     /// A guard key changed since it was read (see [`Store::create`]).
     #[error("guard key {0} changed")]
     GuardChanged(String),
+    /// A key the write meant to claim exists already.
+    #[error("key {0} is already claimed")]
+    Claimed(String),
     /// The requested revision has been compacted.
     #[error("revision {0} has been compacted")]
     Compacted(i64),
@@ -75,6 +78,44 @@ pub struct Page {
 }
 
 /// Handle on etcd; cheap to clone.
+/// Keys a write claims (creates, failing if any exists) or releases (deletes) in the same transaction as
+/// the object itself: how Services hold their ClusterIPs and NodePorts.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Side {
+    /// Keys to create, with their values; the write fails with [`StorageError::Claimed`] if one exists.
+    pub claim: Vec<(String, Vec<u8>)>,
+    /// Keys to delete.
+    pub release: Vec<String>,
+}
+
+impl Side {
+    /// No side effects.
+    pub const NONE: &'static Side = &Side { claim: Vec::new(), release: Vec::new() };
+
+    fn compares(&self) -> impl Iterator<Item = Compare> + '_ {
+        self.claim.iter().map(|(k, _)| Compare::create_revision(k.as_str(), CompareOp::Equal, 0))
+    }
+
+    fn ops(&self) -> impl Iterator<Item = TxnOp> + '_ {
+        self.claim
+            .iter()
+            .map(|(k, v)| TxnOp::put(k.as_str(), v.clone(), None))
+            .chain(self.release.iter().map(|k| TxnOp::delete(k.as_str(), None)))
+    }
+
+    fn probes(&self) -> impl Iterator<Item = TxnOp> + '_ {
+        self.claim.iter().map(|(k, _)| TxnOp::get(k.as_str(), Some(GetOptions::new().with_keys_only())))
+    }
+
+    /// The first claimed key that exists, from the failure branch's probes after the first `skip`.
+    fn taken(&self, responses: &[TxnOpResponse], skip: usize) -> Option<String> {
+        responses.iter().skip(skip).zip(&self.claim).find_map(|(r, (k, _))| match r {
+            TxnOpResponse::Get(g) if !g.kvs().is_empty() => Some(k.clone()),
+            _ => None,
+        })
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     client: Client,
@@ -165,51 +206,79 @@ impl Store {
 
     /// Create `key`; fails with [`StorageError::AlreadyExists`] if it exists. With a guard
     /// `(key, mod_revision)`, the create also requires that key unchanged (e.g. the namespace
-    /// an object goes into), else [`StorageError::GuardChanged`]. Returns the revision.
-    pub async fn create(&self, key: &str, value: Vec<u8>, guard: Option<(&str, i64)>) -> Result<i64> {
+    /// an object goes into), else [`StorageError::GuardChanged`]. `side` keys are claimed and
+    /// released in the same transaction ([`StorageError::Claimed`]). Returns the revision.
+    pub async fn create(&self, key: &str, value: Vec<u8>, guard: Option<(&str, i64)>, side: &Side) -> Result<i64> {
         let mut when = vec![Compare::create_revision(key, CompareOp::Equal, 0)];
         if let Some((gk, rev)) = guard {
             when.push(Compare::mod_revision(gk, CompareOp::Equal, rev));
         }
-        let txn = Txn::new()
-            .when(when)
-            .and_then([TxnOp::put(key, value, None)])
-            .or_else([TxnOp::get(key, Some(GetOptions::new().with_keys_only()))]);
+        when.extend(side.compares());
+        let mut then = vec![TxnOp::put(key, value, None)];
+        then.extend(side.ops());
+        let mut otherwise = vec![TxnOp::get(key, Some(GetOptions::new().with_keys_only()))];
+        otherwise.extend(side.probes());
+        let txn = Txn::new().when(when).and_then(then).or_else(otherwise);
         let resp = bounded(self.kv.clone().txn(txn)).await?;
         if resp.succeeded() {
             return Ok(resp.header().map(|h| h.revision()).unwrap_or_default());
         }
-        let exists = resp.op_responses().into_iter().any(|r| matches!(r, TxnOpResponse::Get(g) if !g.kvs().is_empty()));
-        match (exists, guard) {
-            (false, Some((gk, _))) => Err(StorageError::GuardChanged(gk.to_string())),
-            _ => Err(StorageError::AlreadyExists(key.to_string())),
+        let responses = resp.op_responses();
+        if matches!(responses.first(), Some(TxnOpResponse::Get(g)) if !g.kvs().is_empty()) {
+            return Err(StorageError::AlreadyExists(key.to_string()));
+        }
+        if let Some(taken) = side.taken(&responses, 1) {
+            return Err(StorageError::Claimed(taken));
+        }
+        match guard {
+            Some((gk, _)) => Err(StorageError::GuardChanged(gk.to_string())),
+            None => Err(StorageError::AlreadyExists(key.to_string())),
         }
     }
 
-    /// Replace `key` if its mod_revision is still `expected`. Returns the new revision.
-    pub async fn update(&self, key: &str, value: Vec<u8>, expected: i64) -> Result<i64> {
-        let txn = Txn::new()
-            .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
-            .and_then([TxnOp::put(key, value, None)])
-            .or_else([TxnOp::get(key, None)]);
-        let resp = bounded(self.kv.clone().txn(txn)).await?;
-        if resp.succeeded() {
-            return Ok(resp.header().map(|h| h.revision()).unwrap_or_default());
-        }
-        Err(conflict(key, resp.op_responses()))
+    /// Replace `key` if its mod_revision is still `expected`, else [`StorageError::Conflict`] with the
+    /// current value (or [`StorageError::NotFound`]). Returns the revision.
+    pub async fn update(&self, key: &str, value: Vec<u8>, expected: i64, side: &Side) -> Result<i64> {
+        self.write(key, Some(value), expected, side).await
     }
 
-    /// Delete `key` if its mod_revision is still `expected`. Returns the deletion revision.
-    pub async fn delete(&self, key: &str, expected: i64) -> Result<i64> {
-        let txn = Txn::new()
-            .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
-            .and_then([TxnOp::delete(key, None)])
-            .or_else([TxnOp::get(key, None)]);
+    /// Delete `key` if its mod_revision is still `expected`, as [`Store::update`]. Returns the revision.
+    pub async fn delete(&self, key: &str, expected: i64, side: &Side) -> Result<i64> {
+        self.write(key, None, expected, side).await
+    }
+
+    /// Put (`Some`) or delete (`None`) `key` if its mod_revision is still `expected`.
+    async fn write(&self, key: &str, value: Option<Vec<u8>>, expected: i64, side: &Side) -> Result<i64> {
+        let mut when = vec![Compare::mod_revision(key, CompareOp::Equal, expected)];
+        when.extend(side.compares());
+        let mut then = vec![match value {
+            Some(v) => TxnOp::put(key, v, None),
+            None => TxnOp::delete(key, None),
+        }];
+        then.extend(side.ops());
+        let mut otherwise = vec![TxnOp::get(key, None)];
+        otherwise.extend(side.probes());
+        let txn = Txn::new().when(when).and_then(then).or_else(otherwise);
         let resp = bounded(self.kv.clone().txn(txn)).await?;
         if resp.succeeded() {
             return Ok(resp.header().map(|h| h.revision()).unwrap_or_default());
         }
-        Err(conflict(key, resp.op_responses()))
+        let responses = resp.op_responses();
+        let unchanged = matches!(responses.first(), Some(TxnOpResponse::Get(g))
+            if g.kvs().first().is_some_and(|kv| kv.mod_revision() == expected));
+        if unchanged {
+            if let Some(taken) = side.taken(&responses, 1) {
+                return Err(StorageError::Claimed(taken));
+            }
+        }
+        Err(conflict(key, responses))
+    }
+
+    /// Keys under `prefix` (values not read).
+    pub async fn keys(&self, prefix: &str) -> Result<Vec<String>> {
+        let opts = GetOptions::new().with_range(prefix_end(prefix)).with_keys_only();
+        let resp = bounded(self.kv.clone().get(prefix, Some(opts))).await?;
+        Ok(resp.kvs().iter().map(|kv| String::from_utf8_lossy(kv.key()).into_owned()).collect())
     }
 
     /// Compact history up to `revision`.

@@ -6,6 +6,7 @@
 //! a [`Reply`] or an [`ApiError`]; the server turns either into an HTTP response.
 
 mod read;
+mod services;
 mod subresource;
 mod watch;
 mod write;
@@ -25,6 +26,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub use services::ServiceRanges;
 pub use write::ensure_default_namespaces;
 
 /// Tunables of the REST layer.
@@ -34,11 +36,17 @@ pub struct RestOptions {
     pub bookmark_interval: Duration,
     /// Watch duration when the client sets no `timeoutSeconds`.
     pub default_watch_timeout: Duration,
+    /// Where Services' ClusterIPs and NodePorts come from.
+    pub service_ranges: ServiceRanges,
 }
 
 impl Default for RestOptions {
     fn default() -> Self {
-        Self { bookmark_interval: Duration::from_secs(10), default_watch_timeout: Duration::from_secs(1800) }
+        Self {
+            bookmark_interval: Duration::from_secs(10),
+            default_watch_timeout: Duration::from_secs(1800),
+            service_ranges: ServiceRanges::default(),
+        }
     }
 }
 

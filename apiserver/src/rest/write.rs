@@ -1,16 +1,21 @@
 //! create, update, patch, delete, deletecollection — and the update loop they share.
 
+use super::services;
 use super::{parse_body, Api, Reply, Request};
 use crate::codec;
 use crate::error::{from_storage, ApiError, Result};
 use crate::filter::Filter;
 use crate::request::FieldValidation;
-use crate::storage::{Kv, StorageError};
+use crate::storage::{Kv, Side, StorageError};
 use ferry_api::kinds::AdmitError;
 use ferry_api::managed;
 use ferry_api::resources::{GenerationPolicy, StatusPolicy};
 use ferry_api::{FieldError, ResourceInfo};
 use serde_json::{json, Map, Value};
+
+fn is_service(res: &ResourceInfo) -> bool {
+    res.group.is_empty() && res.kind == "Service"
+}
 
 /// Namespaces that always exist.
 pub const DEFAULT_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
@@ -377,6 +382,10 @@ impl Api {
             check_type(res, &mut candidate)?;
             check_meta_types(res, &candidate)?;
             self.reconcile_with_stored(res, name, namespace, mode, &current, &mut candidate)?;
+            let allocates = is_service(res) && mode != Mode::Status;
+            if allocates && mode == Mode::Main {
+                services::prepare_update(&mut candidate, &current);
+            }
             let old_for_validation = if mode == Mode::Internal { None } else { Some(&stored) };
             let (mut object, warnings) = admit(res, name, candidate, old_for_validation, validation)?;
             if res.generation != GenerationPolicy::None {
@@ -387,6 +396,10 @@ impl Api {
             if let Some(w) = track.writer(res, &api_version, &now()) {
                 managed::track_update(Some(&stored), &mut object, &w);
             }
+            let allocation = match allocates {
+                true => Some(self.allocate_service(res, name, &mut object, Some(&stored)).await?),
+                false => None,
+            };
             // Kubernetes deletes during update once a terminating object has no finalizers
             // left and no grace period running (pods in graceful termination stay).
             let terminating = meta(&object).contains_key("deletionTimestamp")
@@ -395,8 +408,9 @@ impl Api {
                 if dry_run {
                     return Ok(Written { object: current, warnings });
                 }
-                // The last finalizer is gone: the object goes.
-                self.store.delete(&key, kv.mod_revision).await
+                // The last finalizer is gone: the object goes, with what it held.
+                let side = if is_service(res) { services::releases(&stored) } else { Side::default() };
+                self.store.delete(&key, kv.mod_revision, &side).await
             } else {
                 let bytes = codec::encode(&object);
                 if bytes == kv.value || dry_run {
@@ -407,7 +421,8 @@ impl Api {
                     codec::set_resource_version(&mut object, kv.mod_revision);
                     return Ok(Written { object: res.ops.to_served(object), warnings });
                 }
-                self.store.update(&key, bytes, kv.mod_revision).await
+                let side = allocation.as_ref().map_or(Side::NONE, |a| &a.side);
+                self.store.update(&key, bytes, kv.mod_revision, side).await
             };
             match result {
                 Ok(rev) => {
@@ -417,6 +432,12 @@ impl Api {
                 Err(StorageError::Conflict { current: Some(latest), .. }) if !pinned || !from_etcd => {
                     next = Some(*latest);
                     from_etcd = true;
+                }
+                Err(StorageError::Claimed(k)) => {
+                    if let Some(e) = allocation.as_ref().and_then(|a| a.conflict(res, name, &k)) {
+                        return Err(e);
+                    }
+                    // A random pick lost a race: pick again.
                 }
                 Err(e) => return Err(from_storage(res, name, e)),
             }
@@ -611,17 +632,28 @@ impl Api {
             if let Some(w) = track.writer(res, &api_version, &now()) {
                 managed::track_update(None, &mut object, &w);
             }
+            let allocation = match is_service(res) {
+                true => Some(self.allocate_service(res, &name, &mut object, None).await?),
+                false => None,
+            };
             if dry_run {
                 return Ok(Written { object: res.ops.to_served(object), warnings });
             }
             let key = res.key(namespace, &name);
             let guard_ref = guard.as_ref().map(|(k, r)| (k.as_str(), *r));
-            match self.store.create(&key, codec::encode(&object), guard_ref).await {
+            let side = allocation.as_ref().map_or(Side::NONE, |a| &a.side);
+            match self.store.create(&key, codec::encode(&object), guard_ref, side).await {
                 Ok(rev) => {
                     codec::set_resource_version(&mut object, rev);
                     return Ok(Written { object: res.ops.to_served(object), warnings });
                 }
                 Err(StorageError::AlreadyExists(_)) if fixed.is_none() && attempt < 4 => continue,
+                Err(StorageError::Claimed(k)) => {
+                    if let Some(e) = allocation.as_ref().and_then(|a| a.conflict(res, &name, &k)) {
+                        return Err(e);
+                    }
+                    // A random pick lost a race: pick again.
+                }
                 Err(StorageError::GuardChanged(_)) if attempt < 4 => {
                     // The namespace changed since the cache saw it: look again, in etcd.
                     if let Some(ns) = namespace {
@@ -851,7 +883,7 @@ impl Api {
                     return Ok(Deleted::Pending(res.ops.to_served(next)));
                 }
                 let bytes = codec::encode(&next);
-                match self.store.update(&key, bytes, kv.mod_revision).await {
+                match self.store.update(&key, bytes, kv.mod_revision, Side::NONE).await {
                     Ok(rev) => {
                         codec::set_resource_version(&mut next, rev);
                         return Ok(Deleted::Pending(res.ops.to_served(next)));
@@ -863,7 +895,8 @@ impl Api {
             if opts.dry_run {
                 return Ok(Deleted::Gone(res.ops.to_served(stored)));
             }
-            match self.store.delete(&key, kv.mod_revision).await {
+            let side = if is_service(res) { services::releases(&stored) } else { Side::default() };
+            match self.store.delete(&key, kv.mod_revision, &side).await {
                 Ok(rev) => {
                     codec::set_resource_version(&mut next, rev);
                     return Ok(Deleted::Gone(res.ops.to_served(next)));
