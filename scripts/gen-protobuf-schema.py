@@ -19,7 +19,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "api", "src", "protobuf", "table.rs")
 
-API_FILES = ["core/v1", "apps/v1", "coordination/v1", "events/v1", "scheduling/v1", "autoscaling/v1"]
+API_FILES = ["core/v1", "apps/v1", "coordination/v1", "discovery/v1", "events/v1", "scheduling/v1", "autoscaling/v1"]
 MACHINERY_FILES = ["pkg/apis/meta/v1", "pkg/runtime", "pkg/util/intstr", "pkg/api/resource"]
 
 # (apiVersion, kind, message)
@@ -37,6 +37,7 @@ ROOTS = [
     ("apps/v1", "ReplicaSet", "k8s.io.api.apps.v1.ReplicaSet"),
     ("apps/v1", "Deployment", "k8s.io.api.apps.v1.Deployment"),
     ("coordination.k8s.io/v1", "Lease", "k8s.io.api.coordination.v1.Lease"),
+    ("discovery.k8s.io/v1", "EndpointSlice", "k8s.io.api.discovery.v1.EndpointSlice"),
     ("events.k8s.io/v1", "Event", "k8s.io.api.events.v1.Event"),
     ("scheduling.k8s.io/v1", "PriorityClass", "k8s.io.api.scheduling.v1.PriorityClass"),
     ("autoscaling/v1", "Scale", "k8s.io.api.autoscaling.v1.Scale"),
@@ -200,6 +201,7 @@ def main():
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     with open(OUT, "w") as f:
         f.write("\n".join(out) + "\n")
+    subprocess.check_call(["rustfmt", "--edition", "2021", "--config-path", os.path.join(ROOT, "rustfmt.toml"), OUT])
     print("wrote %s: %d messages" % (os.path.relpath(OUT, ROOT), len(order)))
 
 

@@ -35,6 +35,7 @@ ROOTS = [
     "api::apps::v1::ReplicaSet",
     "api::apps::v1::Deployment",
     "api::coordination::v1::Lease",
+    "api::discovery::v1::EndpointSlice",
     "api::events::v1::Event",
     "api::scheduling::v1::PriorityClass",
     "api::autoscaling::v1::Scale",
@@ -230,12 +231,13 @@ def main():
         parts = r.split("::")
         group, ver, kind = parts[1], parts[2], parts[3]
         gv = ver if group == "core" else "%s.k8s.io/%s" % (group, ver) if group in (
-            "coordination", "events", "scheduling") else "%s/%s" % (group, ver)
+            "coordination", "discovery", "events", "scheduling") else "%s/%s" % (group, ver)
         out.append('    ("%s", "%s", &%s),' % (gv, kind, ident(r)))
     out.append("];")
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     with open(OUT, "w") as f:
         f.write("\n".join(out) + "\n")
+    subprocess.check_call(["rustfmt", "--edition", "2021", "--config-path", os.path.join(ROOT, "rustfmt.toml"), OUT])
     print("wrote %s: %d types" % (os.path.relpath(OUT, ROOT), len(p.order)))
 
 

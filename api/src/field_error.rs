@@ -100,6 +100,16 @@ impl FieldError {
         Self { cause: CauseType::Internal, field: field.into(), value: None, detail: detail.into() }
     }
 
+    /// A list has more items than allowed: `Too many: 1001: must have at most 1000 items`.
+    pub fn too_many(field: impl Into<String>, actual: usize, max: usize) -> Self {
+        Self {
+            cause: CauseType::TooMany,
+            field: field.into(),
+            value: Some(actual.to_string()),
+            detail: format!("must have at most {max} items"),
+        }
+    }
+
     /// A value is too long.
     pub fn too_long(field: impl Into<String>, max: usize) -> Self {
         Self {

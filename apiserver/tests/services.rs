@@ -155,3 +155,33 @@ async fn node_ports_and_full_ranges() -> Result<()> {
     assert!(ports.contains(&got), "{got} comes from the released ones {ports:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn endpoint_slices_are_served() -> Result<()> {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::api::ListParams;
+    let c = Cluster::start().await?;
+    let api: Api<EndpointSlice> = Api::namespaced(c.client().await?, "default");
+    let slice: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": "web-abc12", "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.244.0.5"], "conditions": {"ready": true}, "nodeName": "n1"}],
+        "ports": [{"name": "http", "port": 8080}]
+    }))?;
+    let created = api.create(&PostParams::default(), &slice).await?;
+    let ports = created.ports.clone().unwrap_or_default();
+    assert_eq!(ports[0].protocol.as_deref(), Some("TCP"), "defaulted");
+    let listed = api.list(&ListParams::default().labels("kubernetes.io/service-name=web")).await?;
+    assert_eq!(listed.items.len(), 1);
+    let mut bad = slice.clone();
+    bad.metadata.name = Some("bad".into());
+    bad.endpoints = Some(serde_json::from_value(json!([{"addresses": ["not-an-ip"]}]))?);
+    match api.create(&PostParams::default(), &bad).await {
+        Err(kube::Error::Api(e)) => {
+            assert_eq!(e.code, 422);
+            assert!(e.message.contains("endpoints[0].addresses[0]: Invalid value: \"not-an-ip\""), "{}", e.message);
+        }
+        other => panic!("expected 422, got {other:?}"),
+    }
+    Ok(())
+}

@@ -1297,6 +1297,18 @@ pub(super) static T_API_CORE_V1_WINDOWSSECURITYCONTEXTOPTIONS: Struct = Struct {
     ],
 };
 
+pub(super) static T_API_DISCOVERY_V1_ENDPOINTSLICE: Struct = Struct {
+    name: "EndpointSlice",
+    fields: &[
+        ("addressType", Ty::Atomic),
+        ("apiVersion", Ty::Atomic),
+        ("endpoints", Ty::Atomic),
+        ("kind", Ty::Atomic),
+        ("metadata", Ty::Struct(&T_APIMACHINERY_PKG_APIS_META_V1_OBJECTMETA)),
+        ("ports", Ty::Atomic),
+    ],
+};
+
 pub(super) static T_API_EVENTS_V1_EVENT: Struct = Struct {
     name: "Event",
     fields: &[
@@ -1399,6 +1411,7 @@ pub(super) static ROOTS: &[(&str, &str, &Struct)] = &[
     ("apps/v1", "ReplicaSet", &T_API_APPS_V1_REPLICASET),
     ("apps/v1", "Deployment", &T_API_APPS_V1_DEPLOYMENT),
     ("coordination.k8s.io/v1", "Lease", &T_API_COORDINATION_V1_LEASE),
+    ("discovery.k8s.io/v1", "EndpointSlice", &T_API_DISCOVERY_V1_ENDPOINTSLICE),
     ("events.k8s.io/v1", "Event", &T_API_EVENTS_V1_EVENT),
     ("scheduling.k8s.io/v1", "PriorityClass", &T_API_SCHEDULING_V1_PRIORITYCLASS),
     ("autoscaling/v1", "Scale", &T_API_AUTOSCALING_V1_SCALE),

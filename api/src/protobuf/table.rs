@@ -3619,6 +3619,115 @@ pub(super) static M_API_CORE_V1_WINDOWSSECURITYCONTEXTOPTIONS: Message = Message
     ],
 };
 
+pub(super) static M_API_DISCOVERY_V1_ENDPOINT: Message = Message {
+    name: "k8s.io.api.discovery.v1.Endpoint",
+    fields: &[
+        Field { tag: 1, name: "addresses", shape: Shape::Repeated, kind: Kind::String, omit_zero: false },
+        Field {
+            tag: 2,
+            name: "conditions",
+            shape: Shape::Single,
+            kind: Kind::Message(&M_API_DISCOVERY_V1_ENDPOINTCONDITIONS),
+            omit_zero: true,
+        },
+        Field { tag: 3, name: "hostname", shape: Shape::Single, kind: Kind::String, omit_zero: false },
+        Field {
+            tag: 4,
+            name: "targetRef",
+            shape: Shape::Single,
+            kind: Kind::Message(&M_API_CORE_V1_OBJECTREFERENCE),
+            omit_zero: false,
+        },
+        Field { tag: 5, name: "deprecatedTopology", shape: Shape::Map, kind: Kind::String, omit_zero: false },
+        Field { tag: 6, name: "nodeName", shape: Shape::Single, kind: Kind::String, omit_zero: false },
+        Field { tag: 7, name: "zone", shape: Shape::Single, kind: Kind::String, omit_zero: false },
+        Field {
+            tag: 8,
+            name: "hints",
+            shape: Shape::Single,
+            kind: Kind::Message(&M_API_DISCOVERY_V1_ENDPOINTHINTS),
+            omit_zero: false,
+        },
+    ],
+};
+
+pub(super) static M_API_DISCOVERY_V1_ENDPOINTCONDITIONS: Message = Message {
+    name: "k8s.io.api.discovery.v1.EndpointConditions",
+    fields: &[
+        Field { tag: 1, name: "ready", shape: Shape::Single, kind: Kind::Bool, omit_zero: false },
+        Field { tag: 2, name: "serving", shape: Shape::Single, kind: Kind::Bool, omit_zero: false },
+        Field { tag: 3, name: "terminating", shape: Shape::Single, kind: Kind::Bool, omit_zero: false },
+    ],
+};
+
+pub(super) static M_API_DISCOVERY_V1_ENDPOINTHINTS: Message = Message {
+    name: "k8s.io.api.discovery.v1.EndpointHints",
+    fields: &[
+        Field {
+            tag: 1,
+            name: "forZones",
+            shape: Shape::Repeated,
+            kind: Kind::Message(&M_API_DISCOVERY_V1_FORZONE),
+            omit_zero: false,
+        },
+        Field {
+            tag: 2,
+            name: "forNodes",
+            shape: Shape::Repeated,
+            kind: Kind::Message(&M_API_DISCOVERY_V1_FORNODE),
+            omit_zero: false,
+        },
+    ],
+};
+
+pub(super) static M_API_DISCOVERY_V1_ENDPOINTPORT: Message = Message {
+    name: "k8s.io.api.discovery.v1.EndpointPort",
+    fields: &[
+        Field { tag: 1, name: "name", shape: Shape::Single, kind: Kind::String, omit_zero: false },
+        Field { tag: 2, name: "protocol", shape: Shape::Single, kind: Kind::String, omit_zero: false },
+        Field { tag: 3, name: "port", shape: Shape::Single, kind: Kind::Int32, omit_zero: false },
+        Field { tag: 4, name: "appProtocol", shape: Shape::Single, kind: Kind::String, omit_zero: false },
+    ],
+};
+
+pub(super) static M_API_DISCOVERY_V1_ENDPOINTSLICE: Message = Message {
+    name: "k8s.io.api.discovery.v1.EndpointSlice",
+    fields: &[
+        Field {
+            tag: 1,
+            name: "metadata",
+            shape: Shape::Single,
+            kind: Kind::Message(&M_APIMACHINERY_PKG_APIS_META_V1_OBJECTMETA),
+            omit_zero: false,
+        },
+        Field {
+            tag: 2,
+            name: "endpoints",
+            shape: Shape::Repeated,
+            kind: Kind::Message(&M_API_DISCOVERY_V1_ENDPOINT),
+            omit_zero: false,
+        },
+        Field {
+            tag: 3,
+            name: "ports",
+            shape: Shape::Repeated,
+            kind: Kind::Message(&M_API_DISCOVERY_V1_ENDPOINTPORT),
+            omit_zero: false,
+        },
+        Field { tag: 4, name: "addressType", shape: Shape::Single, kind: Kind::String, omit_zero: false },
+    ],
+};
+
+pub(super) static M_API_DISCOVERY_V1_FORNODE: Message = Message {
+    name: "k8s.io.api.discovery.v1.ForNode",
+    fields: &[Field { tag: 1, name: "name", shape: Shape::Single, kind: Kind::String, omit_zero: false }],
+};
+
+pub(super) static M_API_DISCOVERY_V1_FORZONE: Message = Message {
+    name: "k8s.io.api.discovery.v1.ForZone",
+    fields: &[Field { tag: 1, name: "name", shape: Shape::Single, kind: Kind::String, omit_zero: false }],
+};
+
 pub(super) static M_API_EVENTS_V1_EVENT: Message = Message {
     name: "k8s.io.api.events.v1.Event",
     fields: &[
@@ -3841,6 +3950,7 @@ pub(super) static ROOTS: &[(&str, &str, &Message)] = &[
     ("apps/v1", "ReplicaSet", &M_API_APPS_V1_REPLICASET),
     ("apps/v1", "Deployment", &M_API_APPS_V1_DEPLOYMENT),
     ("coordination.k8s.io/v1", "Lease", &M_API_COORDINATION_V1_LEASE),
+    ("discovery.k8s.io/v1", "EndpointSlice", &M_API_DISCOVERY_V1_ENDPOINTSLICE),
     ("events.k8s.io/v1", "Event", &M_API_EVENTS_V1_EVENT),
     ("scheduling.k8s.io/v1", "PriorityClass", &M_API_SCHEDULING_V1_PRIORITYCLASS),
     ("autoscaling/v1", "Scale", &M_API_AUTOSCALING_V1_SCALE),
