@@ -7,4 +7,4 @@
 pub mod records;
 pub mod server;
 
-pub use server::{start, Config, Running};
+pub use server::{start, Config, Running, Upstream};

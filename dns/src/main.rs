@@ -18,6 +18,9 @@ struct Args {
     /// The cluster domain.
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
+    /// Resolvers for other names: `system` (/etc/resolv.conf), `none`, or IP addresses, comma separated.
+    #[arg(long, default_value = "system")]
+    upstream: ferry_dns::Upstream,
     /// TTL of answers, in seconds.
     #[arg(long, default_value_t = 5)]
     ttl: u32,

@@ -3,13 +3,15 @@
 //!
 //! Every change (debounced) recomputes the zone's records from the reflector stores and swaps them in
 //! whole, with a new SOA serial; queries never see a half-updated zone. Names outside the cluster domain
-//! are refused (pods' `resolv.conf` lists the host's resolvers after Ferry's).
+//! are forwarded to upstream resolvers (the host's, or given ones), or refused when there are none.
 
 use crate::records::{zone_records, Data};
 use futures::StreamExt;
 use hickory_server::net::runtime::TokioRuntimeProvider;
 use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, SOA, SRV};
 use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordSet, RrKey};
+use hickory_server::resolver::config::NameServerConfig;
+use hickory_server::store::forwarder::{ForwardConfig, ForwardZoneHandler};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
 use hickory_server::Server;
@@ -37,6 +39,37 @@ pub struct Config {
     pub ttl: u32,
     /// How long to gather changes before rebuilding the zone.
     pub debounce: Duration,
+    /// Where names outside the cluster domain go.
+    pub upstream: Upstream,
+}
+
+/// Resolvers for names outside the cluster domain.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Upstream {
+    /// None: such queries are refused.
+    #[default]
+    None,
+    /// The host's resolvers (`/etc/resolv.conf`).
+    System,
+    /// These servers (port 53, UDP and TCP).
+    Servers(Vec<IpAddr>),
+}
+
+impl std::str::FromStr for Upstream {
+    type Err = String;
+
+    /// `none`, `system`, or a comma-separated list of IP addresses.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" | "" => Ok(Upstream::None),
+            "system" => Ok(Upstream::System),
+            list => list
+                .split(',')
+                .map(|ip| ip.trim().parse::<IpAddr>().map_err(|_| format!("{ip:?} is not an IP address")))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Upstream::Servers),
+        }
+    }
 }
 
 impl Default for Config {
@@ -46,6 +79,7 @@ impl Default for Config {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 53))],
             ttl: 5,
             debounce: Duration::from_millis(20),
+            upstream: Upstream::None,
         }
     }
 }
@@ -56,6 +90,9 @@ pub enum Error {
     /// The cluster domain is not a valid DNS name.
     #[error("invalid cluster domain {0:?}")]
     Domain(String),
+    /// The upstream resolvers could not be set up.
+    #[error("upstream resolvers: {0}")]
+    Upstream(String),
     /// A listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -137,6 +174,20 @@ pub async fn start(client: kube::Client, config: Config) -> Result<Running, Erro
 
     let mut catalog = Catalog::new();
     catalog.upsert(LowerName::from(&origin), vec![zone]);
+    let forwarder = match &config.upstream {
+        Upstream::None => None,
+        Upstream::System => {
+            Some(ForwardZoneHandler::builder(TokioRuntimeProvider::default()).map_err(Error::Upstream)?)
+        }
+        Upstream::Servers(ips) => Some(ForwardZoneHandler::builder_tokio(ForwardConfig {
+            name_servers: ips.iter().map(|ip| NameServerConfig::udp_and_tcp(*ip)).collect(),
+            options: None,
+        })),
+    };
+    if let Some(builder) = forwarder {
+        let handler = builder.build().map_err(Error::Upstream)?;
+        catalog.upsert(LowerName::from(Name::root()), vec![Arc::new(handler)]);
+    }
     let mut server = Server::new(catalog);
     let mut addrs = Vec::new();
     for addr in &config.listen {

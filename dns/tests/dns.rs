@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn ask_udp(server: SocketAddr, name: &str, rtype: RecordType) -> Result<Message> {
     let mut msg = Message::query();
     msg.metadata.id = rand_id();
+    msg.metadata.recursion_desired = true; // as libc resolvers send it
     msg.add_query(Query::query(Name::from_ascii(name)?, rtype));
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
     sock.send_to(&msg.to_vec()?, server).await?;
@@ -26,6 +27,7 @@ async fn ask_udp(server: SocketAddr, name: &str, rtype: RecordType) -> Result<Me
 
 async fn ask_tcp(server: SocketAddr, name: &str, rtype: RecordType) -> Result<Message> {
     let mut msg = Message::query();
+    msg.metadata.recursion_desired = true;
     msg.add_query(Query::query(Name::from_ascii(name)?, rtype));
     let bytes = msg.to_vec()?;
     let mut stream = tokio::net::TcpStream::connect(server).await?;
@@ -171,5 +173,51 @@ async fn cluster_dns_follows_the_api() -> Result<()> {
     services.delete("web", &DeleteParams::default()).await?;
     until(server, "web.default.svc.cluster.local.", RecordType::A, &[]).await?;
     dns.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_names_go_upstream() -> Result<()> {
+    let c = Cluster::start().await?;
+    let client = c.client().await?;
+    // The "upstream" is another ferry-dns for the domain upstream.test, on a private loopback address and
+    // port 53 (forwarders always use port 53). Binding port 53 needs root, as in CI.
+    let ip: std::net::IpAddr = format!("127.53.{}.{}", std::process::id() % 250 + 1, rand_id() % 250 + 1).parse()?;
+    let upstream_cfg = ferry_dns::Config {
+        domain: "upstream.test".into(),
+        listen: vec![SocketAddr::new(ip, 53)],
+        ..Default::default()
+    };
+    let upstream = match ferry_dns::start(client.clone(), upstream_cfg).await {
+        Ok(u) => u,
+        Err(e) => {
+            assert!(std::env::var_os("CI").is_none(), "CI runs as root and must bind port 53: {e}");
+            println!("skipping: {e}");
+            return Ok(());
+        }
+    };
+    let cfg = ferry_dns::Config {
+        listen: vec!["127.0.0.1:0".parse()?],
+        upstream: ferry_dns::Upstream::Servers(vec![ip]),
+        ..Default::default()
+    };
+    let dns = ferry_dns::start(client.clone(), cfg).await?;
+    let services: Api<Service> = Api::namespaced(client, "default");
+    let svc: Service = serde_json::from_value(
+        json!({"metadata": {"name": "api"}, "spec": {"clusterIP": "10.96.0.20", "ports": [{"port": 443}]}}),
+    )?;
+    services.create(&PostParams::default(), &svc).await?;
+    until(dns.addrs[0], "api.default.svc.cluster.local.", RecordType::A, &["A 10.96.0.20"]).await?;
+    let start = tokio::time::Instant::now();
+    loop {
+        let m = ask_udp(dns.addrs[0], "api.default.svc.upstream.test.", RecordType::A).await?;
+        if answers(&m) == ["A 10.96.0.20"] {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(3), "not forwarded: {m:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    dns.shutdown().await;
+    upstream.shutdown().await;
     Ok(())
 }
