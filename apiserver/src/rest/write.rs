@@ -663,7 +663,9 @@ impl Api {
                 Err(e) => return Err(from_storage(res, &name, e)),
             }
         }
-        Err(ApiError::internal("could not generate a unique name"))
+        // Every attempt collided (generated names, or allocations lost to concurrent creates).
+        let name = fixed.or(generate).unwrap_or_default();
+        Err(ApiError::conflict_msg(res, &name, "too many concurrent creates collided; please retry"))
     }
 
     /// PUT: replace an object.
