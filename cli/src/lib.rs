@@ -1,8 +1,18 @@
 //! `ferry`: the front door to a Ferry cluster.
 //!
-//! [`up`] runs a whole single-machine cluster under one data directory (`ferry up`, `ferry down`);
-//! [`client`] finds the API server from a kubeconfig. The command line itself is [`cli`].
+//! [`cli`] is the command line. [`up`] runs a whole single-machine cluster under one data directory
+//! (`ferry up`, `ferry down`). The kubectl-like verbs: [`apply`] (server-side apply), [`get`] (server
+//! tables), [`delete`], [`rollout`] (status). Around them: [`client`] (kubeconfig, context,
+//! namespace), [`resolve`] (type names from discovery), [`manifest`] (reading YAML/JSON with error
+//! locations) and [`error`] (messages as kubectl prints them).
 
+pub mod apply;
 pub mod cli;
 pub mod client;
+pub mod delete;
+pub mod error;
+pub mod get;
+pub mod manifest;
+pub mod resolve;
+pub mod rollout;
 pub mod up;

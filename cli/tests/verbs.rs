@@ -1,0 +1,145 @@
+//! The kubectl-like verbs of the real `ferry` binary against a real API server + etcd: apply (created /
+//! unchanged / configured), get (table, -o name/json), rollout status (done, deadline exceeded, timeout),
+//! delete, and the errors users see (YAML syntax, server rejections, unknown types, unreachable servers).
+
+use anyhow::Result;
+use ferry_testkit::Cluster;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use std::path::Path;
+use std::process::Output;
+
+struct Ferry {
+    kubeconfig: std::path::PathBuf,
+}
+
+impl Ferry {
+    async fn run(&self, args: &[&str]) -> Result<Output> {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+        cmd.arg("--kubeconfig").arg(&self.kubeconfig).args(args).env_remove("KUBECONFIG");
+        Ok(tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output()).await??)
+    }
+
+    async fn ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.run(args).await?;
+        assert!(out.status.success(), "ferry {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Run, expect exit 1 and a single-line error; return it.
+    async fn fails(&self, args: &[&str]) -> Result<String> {
+        let out = self.run(args).await?;
+        assert_eq!(out.status.code(), Some(1), "ferry {args:?} should fail: {out:?}");
+        Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+const APP: &str = "\
+apiVersion: v1
+kind: Namespace
+metadata: {name: ci}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: ci}
+data: {color: blue}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: ci}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: 'nginx:1.27'}]
+";
+
+fn write(dir: &Path, name: &str, text: &str) -> Result<String> {
+    let p = dir.join(name);
+    std::fs::write(&p, text)?;
+    Ok(p.to_string_lossy().into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verbs_against_a_real_server() -> Result<()> {
+    let c = Cluster::start().await?;
+    let f = Ferry { kubeconfig: c.kubeconfig() };
+    let dir = tempfile::tempdir()?;
+    let app = write(dir.path(), "app.yaml", APP)?;
+
+    let out = f.ok(&["apply", "-f", &app]).await?;
+    assert_eq!(out, "namespace/ci created\nconfigmap/settings created\ndeployment.apps/web created\n");
+    let out = f.ok(&["apply", "-f", &app]).await?;
+    assert_eq!(out, "namespace/ci unchanged\nconfigmap/settings unchanged\ndeployment.apps/web unchanged\n");
+    write(dir.path(), "app.yaml", &APP.replace("nginx:1.27", "nginx:1.28"))?;
+    let out = f.ok(&["apply", "-f", dir.path().to_str().unwrap_or_default()]).await?;
+    assert!(out.contains("deployment.apps/web configured\n") && out.contains("configmap/settings unchanged"), "{out}");
+
+    // get: the server's columns, names, JSON.
+    let out = f.ok(&["-n", "ci", "get", "deploy"]).await?;
+    let header: Vec<&str> = out.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"], "{out}");
+    assert!(out.lines().nth(1).is_some_and(|l| l.starts_with("web ")), "{out}");
+    assert_eq!(f.ok(&["-n", "ci", "get", "configmaps", "-o", "name"]).await?, "configmap/settings\n");
+    let one: serde_json::Value =
+        serde_json::from_str(&f.ok(&["-n", "ci", "get", "cm", "settings", "-o", "json"]).await?)?;
+    assert_eq!(one["data"]["color"], "blue");
+    assert_eq!(one["kind"], "ConfigMap");
+    let all = f.ok(&["get", "ns", "-o", "name"]).await?;
+    assert!(all.lines().any(|l| l == "namespace/ci"), "{all}");
+    let out = f.run(&["-n", "ci", "get", "pods"]).await?;
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "No resources found in ci namespace.\n");
+
+    // rollout status, with the Deployment's status written as a controller would.
+    let deps: Api<Deployment> = Api::namespaced(c.client().await?, "ci");
+    let gen = deps.get("web").await?.metadata.generation.unwrap_or(1);
+    let err = f.fails(&["-n", "ci", "rollout", "status", "deployment/web", "--timeout", "1s"]).await?;
+    assert_eq!(err, "error: timed out waiting for the condition\n");
+    let status = json!({"status": {"observedGeneration": gen, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2,
+        "readyReplicas": 2}});
+    deps.patch_status("web", &PatchParams::default(), &Patch::Merge(&status)).await?;
+    let out = f.ok(&["-n", "ci", "rollout", "status", "deploy/web", "--timeout", "10s"]).await?;
+    assert_eq!(out, "deployment \"web\" successfully rolled out\n");
+    let failed = json!({"status": {"conditions": [{"type": "Progressing", "status": "False",
+        "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet \"web-1\" has timed out progressing."}]}});
+    deps.patch_status("web", &PatchParams::default(), &Patch::Merge(&failed)).await?;
+    let err = f.fails(&["-n", "ci", "rollout", "status", "deployment", "web"]).await?;
+    assert_eq!(err, "error: deployment \"web\" exceeded its progress deadline\n");
+
+    // Errors users see: one line, exit 1, nothing stored.
+    let bad =
+        write(dir.path(), "bad.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ok}\n---\nkind: [oops\n")?;
+    let err = f.fails(&["apply", "-f", &bad]).await?;
+    assert!(err.starts_with(&format!("error: {bad}: document 2: line ")), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let invalid = write(
+        dir.path(),
+        "invalid.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: Bad_Name, namespace: ci}\n",
+    )?;
+    let err = f.fails(&["apply", "-f", &invalid]).await?;
+    assert!(err.contains("Error from server (Invalid): ConfigMap \"Bad_Name\" is invalid: metadata.name"), "{err}");
+    let err = f.fails(&["get", "widgets"]).await?;
+    assert_eq!(err, "error: the server doesn't have a resource type \"widgets\"\n");
+    let err = f.fails(&["-n", "ci", "get", "cm", "missing"]).await?;
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("not found"), "{err}");
+
+    // delete waits until the objects are gone (the namespace stays Terminating until a namespace
+    // controller empties it, so that one is not waited for).
+    assert_eq!(f.ok(&["-n", "ci", "delete", "cm", "settings"]).await?, "configmap \"settings\" deleted\n");
+    let out = f.ok(&["delete", "-f", &app, "--wait=false", "--ignore-not-found"]).await?;
+    assert!(out.contains("deployment.apps \"web\" deleted") && out.contains("namespace \"ci\" deleted"), "{out}");
+    assert!(deps.get_opt("web").await?.is_none());
+
+    // An unreachable server: one clear line.
+    drop(c);
+    let err = f.fails(&["get", "ns"]).await?;
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    Ok(())
+}
