@@ -3,7 +3,7 @@
 use crate::client::Connect;
 use crate::get::{Output, Query};
 use crate::up::{self, UpArgs};
-use crate::{apply, delete, get, manifest, rollout};
+use crate::{apply, delete, edit, get, manifest, rollout};
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -99,12 +99,112 @@ enum Command {
         #[command(subcommand)]
         command: RolloutCommand,
     },
-    /// Print the client version.
+    /// Set the replicas of deployments or replica sets (through their scale subresource).
+    Scale {
+        /// `deployment/NAME` or a type followed by names.
+        target: String,
+        /// Names, when the type is given separately.
+        names: Vec<String>,
+        /// The new replica count.
+        #[arg(long)]
+        replicas: i64,
+    },
+    /// Change fields of objects.
+    Set {
+        #[command(subcommand)]
+        command: SetCommand,
+    },
+    /// Add (`k=v`) or remove (`k-`) labels.
+    Label {
+        /// `TYPE/NAME` or TYPE.
+        target: String,
+        /// NAME (when TYPE is separate) followed by changes.
+        args: Vec<String>,
+        /// Replace existing values.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Add (`k=v`) or remove (`k-`) annotations.
+    Annotate {
+        /// `TYPE/NAME` or TYPE.
+        target: String,
+        /// NAME (when TYPE is separate) followed by changes.
+        args: Vec<String>,
+        /// Replace existing values.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Mark a node unschedulable.
+    Cordon {
+        /// Node name.
+        node: String,
+    },
+    /// Mark a node schedulable again.
+    Uncordon {
+        /// Node name.
+        node: String,
+    },
+    /// Print shell completion code.
+    Completion {
+        /// bash, zsh or fish.
+        shell: clap_complete::Shell,
+    },
+    /// Print the client and server versions.
     Version,
 }
 
 #[derive(Subcommand, Debug)]
+enum SetCommand {
+    /// Change container images: `set image deployment/web web=nginx:1.28`.
+    Image {
+        /// `TYPE/NAME`.
+        target: String,
+        /// `CONTAINER=IMAGE` pairs (`*` for every container).
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum RolloutCommand {
+    /// List the revisions of a Deployment.
+    History {
+        /// `deployment/NAME`.
+        target: String,
+        /// The name, when the type is given separately.
+        name: Option<String>,
+    },
+    /// Roll a Deployment back to the previous (or a given) revision.
+    Undo {
+        /// `deployment/NAME`.
+        target: String,
+        /// The name, when the type is given separately.
+        name: Option<String>,
+        /// The revision to go back to (0: the previous one).
+        #[arg(long, default_value_t = 0)]
+        to_revision: i64,
+    },
+    /// Start a new rollout of the same template.
+    Restart {
+        /// `deployment/NAME`.
+        target: String,
+        /// The name, when the type is given separately.
+        name: Option<String>,
+    },
+    /// Pause a Deployment's rollouts.
+    Pause {
+        /// `deployment/NAME`.
+        target: String,
+        /// The name, when the type is given separately.
+        name: Option<String>,
+    },
+    /// Resume a paused Deployment.
+    Resume {
+        /// `deployment/NAME`.
+        target: String,
+        /// The name, when the type is given separately.
+        name: Option<String>,
+    },
     /// Wait until a Deployment is rolled out; exit 1 if it exceeds its progress deadline or the timeout.
     Status {
         /// `deployment/NAME`, `deploy/NAME` or `deployment NAME`.
@@ -136,8 +236,41 @@ impl Cli {
             Command::Up(a) => up::up(a).await,
             Command::Down { data_dir, timeout } => up::down(data_dir.as_deref(), timeout).await,
             Command::Version => {
-                println!("ferry {}", env!("CARGO_PKG_VERSION"));
+                println!("Client Version: v{}", env!("CARGO_PKG_VERSION"));
+                let (client, _) = self.connect.connect().await?;
+                let v = client.apiserver_version().await?;
+                println!("Server Version: {}", v.git_version);
                 Ok(())
+            }
+            Command::Completion { shell } => {
+                let mut cmd = <Cli as clap::CommandFactory>::command();
+                clap_complete::generate(shell, &mut cmd, "ferry", &mut std::io::stdout());
+                Ok(())
+            }
+            Command::Scale { target, names, replicas } => {
+                let (kind, names) = split_type_name(&target, names);
+                let (client, ns) = self.connect.connect().await?;
+                edit::scale(&client, &ns, &kind, &names, replicas).await
+            }
+            Command::Set { command: SetCommand::Image { target, images } } => {
+                let (kind, names) = split_type_name(&target, Vec::new());
+                let [name] = names.as_slice() else { bail!("set image needs TYPE/NAME") };
+                let (client, ns) = self.connect.connect().await?;
+                edit::set_image(&client, &ns, &kind, name, &images).await
+            }
+            Command::Label { target, args, overwrite } => {
+                meta_map(&self.connect, &target, args, overwrite, "labels").await
+            }
+            Command::Annotate { target, args, overwrite } => {
+                meta_map(&self.connect, &target, args, overwrite, "annotations").await
+            }
+            Command::Cordon { node } => {
+                let (client, _) = self.connect.connect().await?;
+                edit::cordon(&client, &node, true).await
+            }
+            Command::Uncordon { node } => {
+                let (client, _) = self.connect.connect().await?;
+                edit::cordon(&client, &node, false).await
             }
             Command::Apply { files, recursive, force_conflicts, dry_run } => {
                 let docs = manifest::read_all(&files, recursive)?;
@@ -170,21 +303,54 @@ impl Cli {
                     delete::delete(&client, target, &ns, &cascade, wait, ignore_not_found).await
                 }
             }
+            Command::Rollout { command: RolloutCommand::History { target, name } } => {
+                let (client, ns, name) = deployment(&self.connect, &target, name).await?;
+                rollout::history(&client, &ns, &name).await
+            }
+            Command::Rollout { command: RolloutCommand::Undo { target, name, to_revision } } => {
+                let (client, ns, name) = deployment(&self.connect, &target, name).await?;
+                rollout::undo(&client, &ns, &name, to_revision).await
+            }
+            Command::Rollout { command: RolloutCommand::Restart { target, name } } => {
+                let (client, ns, name) = deployment(&self.connect, &target, name).await?;
+                rollout::restart(&client, &ns, &name).await
+            }
+            Command::Rollout { command: RolloutCommand::Pause { target, name } } => {
+                let (client, ns, name) = deployment(&self.connect, &target, name).await?;
+                rollout::set_paused(&client, &ns, &name, true).await
+            }
+            Command::Rollout { command: RolloutCommand::Resume { target, name } } => {
+                let (client, ns, name) = deployment(&self.connect, &target, name).await?;
+                rollout::set_paused(&client, &ns, &name, false).await
+            }
             Command::Rollout { command: RolloutCommand::Status { target, name, timeout } } => {
-                let (kind, names) = split_type_name(&target, name.into_iter().collect());
-                if !matches!(
-                    kind.as_str(),
-                    "deployment" | "deployments" | "deploy" | "deployment.apps" | "deployments.apps"
-                ) {
-                    bail!("rollout status supports deployments (got {kind:?})");
-                }
-                let [name] = names.as_slice() else { bail!("rollout status needs exactly one deployment name") };
-                let (client, ns) = self.connect.connect().await?;
                 let timeout = duration(&timeout)?;
-                rollout::status(&client, &ns, name, (!timeout.is_zero()).then_some(timeout)).await
+                let (client, ns, name) = deployment(&self.connect, &target, name).await?;
+                rollout::status(&client, &ns, &name, (!timeout.is_zero()).then_some(timeout)).await
             }
         }
     }
+}
+
+async fn meta_map(connect: &Connect, target: &str, args: Vec<String>, overwrite: bool, field: &str) -> Result<()> {
+    let (kind, rest) = split_type_name(target, args);
+    let Some((name, changes)) = rest.split_first() else { bail!("a name and at least one change are required") };
+    if changes.is_empty() {
+        bail!("at least one {field} change is required");
+    }
+    let (client, ns) = connect.connect().await?;
+    edit::meta_map(&client, &ns, &kind, name, changes, overwrite, field).await
+}
+
+/// A client, the namespace and the name of the Deployment `deployment/NAME` (or `deployment NAME`) means.
+async fn deployment(connect: &Connect, target: &str, name: Option<String>) -> Result<(kube::Client, String, String)> {
+    let (kind, names) = split_type_name(target, name.into_iter().collect());
+    if !matches!(kind.as_str(), "deployment" | "deployments" | "deploy" | "deployment.apps" | "deployments.apps") {
+        bail!("rollout supports deployments (got {kind:?})");
+    }
+    let [name] = names.as_slice() else { bail!("exactly one deployment name is needed") };
+    let (client, ns) = connect.connect().await?;
+    Ok((client, ns, name.clone()))
 }
 
 /// `deploy/web` → (`deploy`, [`web`]); `deploy` + names → unchanged.

@@ -2,7 +2,8 @@
 //!
 //! [`cli`] is the command line. [`up`] runs a whole single-machine cluster under one data directory
 //! (`ferry up`, `ferry down`). The kubectl-like verbs: [`apply`] (server-side apply), [`get`] (server
-//! tables), [`delete`], [`rollout`] (status). Around them: [`client`] (kubeconfig, context,
+//! tables), [`delete`], [`rollout`] (status, history, undo, restart, pause, resume), [`edit`] (scale, set
+//! image, label, annotate, cordon). Around them: [`client`] (kubeconfig, context,
 //! namespace), [`resolve`] (type names from discovery), [`manifest`] (reading YAML/JSON with error
 //! locations) and [`error`] (messages as kubectl prints them).
 
@@ -10,6 +11,7 @@ pub mod apply;
 pub mod cli;
 pub mod client;
 pub mod delete;
+pub mod edit;
 pub mod error;
 pub mod get;
 pub mod manifest;

@@ -143,3 +143,94 @@ async fn verbs_against_a_real_server() -> Result<()> {
     assert!(err.starts_with("error: "), "{err}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_and_rollout_verbs() -> Result<()> {
+    use k8s_openapi::api::apps::v1::ReplicaSet;
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::PostParams;
+    let c = Cluster::start().await?;
+    let f = Ferry { kubeconfig: c.kubeconfig() };
+    let client = c.client().await?;
+    let dir = tempfile::tempdir()?;
+    let app = write(dir.path(), "app.yaml", APP)?;
+    f.ok(&["apply", "-f", &app]).await?;
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), "ci");
+
+    assert_eq!(f.ok(&["-n", "ci", "scale", "deploy/web", "--replicas", "5"]).await?, "deployment.apps/web scaled\n");
+    assert_eq!(deps.get("web").await?.spec.replicas, Some(5));
+    assert_eq!(
+        f.ok(&["-n", "ci", "set", "image", "deployment/web", "web=nginx:1.29"]).await?,
+        "deployment.apps/web image updated\n"
+    );
+    let d = deps.get("web").await?;
+    assert_eq!(d.spec.template.spec.as_ref().map(|s| s.containers[0].image.clone()), Some(Some("nginx:1.29".into())));
+    let err = f.fails(&["-n", "ci", "set", "image", "deployment/web", "nope=x"]).await?;
+    assert_eq!(err, "error: unable to find container named \"nope\"\n");
+
+    assert_eq!(f.ok(&["-n", "ci", "label", "deploy", "web", "team=a"]).await?, "deployment.apps/web labeled\n");
+    let err = f.fails(&["-n", "ci", "label", "deploy/web", "team=b"]).await?;
+    assert_eq!(err, "error: 'team' already has a value (a), and --overwrite is false\n");
+    f.ok(&["-n", "ci", "label", "deploy/web", "team=b", "--overwrite"]).await?;
+    assert_eq!(deps.get("web").await?.metadata.labels.and_then(|l| l.get("team").cloned()).as_deref(), Some("b"));
+    f.ok(&["-n", "ci", "label", "deploy/web", "team-"]).await?;
+    assert!(deps.get("web").await?.metadata.labels.is_none_or(|l| !l.contains_key("team")));
+    assert_eq!(f.ok(&["-n", "ci", "annotate", "deploy/web", "note=hi"]).await?, "deployment.apps/web annotated\n");
+
+    assert_eq!(f.ok(&["-n", "ci", "rollout", "restart", "deploy/web"]).await?, "deployment.apps/web restarted\n");
+    let d = deps.get("web").await?;
+    let restarted = d
+        .spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get("kubectl.kubernetes.io/restartedAt").cloned());
+    assert!(restarted.is_some_and(|t| t.ends_with('Z')), "{d:?}");
+    assert_eq!(f.ok(&["-n", "ci", "rollout", "pause", "deploy/web"]).await?, "deployment.apps/web paused\n");
+    let err = f.fails(&["-n", "ci", "rollout", "undo", "deploy/web"]).await?;
+    assert!(err.contains("you cannot rollback a paused deployment"), "{err}");
+    assert_eq!(f.ok(&["-n", "ci", "rollout", "resume", "deploy/web"]).await?, "deployment.apps/web resumed\n");
+
+    // History and undo read the ReplicaSets a deployment controller keeps; write two as it would.
+    let d = deps.get("web").await?;
+    let uid = d.metadata.uid.clone().unwrap_or_default();
+    let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), "ci");
+    for (rev, image, hash) in [(1, "nginx:1.27", "aaa"), (2, "nginx:1.29", "bbb")] {
+        let rs: ReplicaSet = serde_json::from_value(json!({
+            "metadata": {"name": format!("web-{hash}"), "annotations": {"deployment.kubernetes.io/revision": rev.to_string(),
+                "kubernetes.io/change-cause": format!("image {image}")},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": uid, "controller": true}]},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "web", "pod-template-hash": hash}},
+                "template": {"metadata": {"labels": {"app": "web", "pod-template-hash": hash}},
+                    "spec": {"containers": [{"name": "web", "image": image}]}}}
+        }))?;
+        rss.create(&PostParams::default(), &rs).await?;
+    }
+    let out = f.ok(&["-n", "ci", "rollout", "history", "deploy/web"]).await?;
+    assert_eq!(
+        out,
+        "deployment.apps/web \nREVISION  CHANGE-CAUSE\n1         image nginx:1.27\n2         image nginx:1.29\n\n"
+    );
+    assert_eq!(f.ok(&["-n", "ci", "rollout", "undo", "deploy/web"]).await?, "deployment.apps/web rolled back\n");
+    let d = deps.get("web").await?;
+    let spec = d.spec.template.spec.clone().unwrap_or_default();
+    assert_eq!(spec.containers[0].image.as_deref(), Some("nginx:1.27"));
+    let labels = d.spec.template.metadata.and_then(|m| m.labels).unwrap_or_default();
+    assert!(!labels.contains_key("pod-template-hash"), "{labels:?}");
+    let err = f.fails(&["-n", "ci", "rollout", "undo", "deploy/web", "--to-revision", "9"]).await?;
+    assert_eq!(err, "error: unable to find specified revision 9 in history\n");
+
+    // Nodes.
+    let nodes: Api<Node> = Api::all(client);
+    nodes.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "n1"}}))?).await?;
+    assert_eq!(f.ok(&["cordon", "n1"]).await?, "node/n1 cordoned\n");
+    assert_eq!(f.ok(&["cordon", "n1"]).await?, "node/n1 already cordoned\n");
+    assert_eq!(f.ok(&["uncordon", "n1"]).await?, "node/n1 uncordoned\n");
+
+    let v = f.ok(&["version"]).await?;
+    assert!(v.starts_with("Client Version: v") && v.contains("\nServer Version: v1.37"), "{v}");
+    let completion = f.ok(&["completion", "bash"]).await?;
+    assert!(completion.contains("_ferry()"), "bash completion defines its function");
+    Ok(())
+}
