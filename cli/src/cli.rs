@@ -46,6 +46,26 @@ enum Command {
         /// `server`: validate and show, store nothing.
         #[arg(long, value_parser = ["none", "server"], default_value = "none")]
         dry_run: String,
+        /// Then wait until every applied Deployment is rolled out (printing progress).
+        #[arg(long)]
+        wait: bool,
+        /// How long `--wait` waits (`30s`, `5m`; 0 = forever).
+        #[arg(long, default_value = "0s")]
+        timeout: String,
+    },
+    /// Wait for a condition on objects: `--for=condition=Available`, `--for=condition=Ready=false`,
+    /// `--for=delete`.
+    Wait {
+        /// `TYPE/NAME` or TYPE.
+        target: String,
+        /// Names, when the type is given separately.
+        names: Vec<String>,
+        /// `condition=NAME[=VALUE]` or `delete`.
+        #[arg(long = "for")]
+        condition: String,
+        /// Give up after this long (`30s`, `5m`).
+        #[arg(long, default_value = "30s")]
+        timeout: String,
     },
     /// Show objects: the server's table, or YAML/JSON/names.
     Get {
@@ -53,9 +73,12 @@ enum Command {
         kind: String,
         /// Names (all when empty).
         names: Vec<String>,
-        /// Output: wide, yaml, json, name.
+        /// Output: wide, yaml, json, name, jsonpath=TEMPLATE.
         #[arg(short = 'o', long)]
         output: Option<Output>,
+        /// After listing, print every change.
+        #[arg(short = 'w', long)]
+        watch: bool,
         /// Label selector.
         #[arg(short = 'l', long)]
         selector: Option<String>,
@@ -272,12 +295,27 @@ impl Cli {
                 let (client, _) = self.connect.connect().await?;
                 edit::cordon(&client, &node, false).await
             }
-            Command::Apply { files, recursive, force_conflicts, dry_run } => {
+            Command::Apply { files, recursive, force_conflicts, dry_run, wait, timeout } => {
+                let timeout = duration(&timeout)?;
                 let docs = manifest::read_all(&files, recursive)?;
                 let (client, ns) = self.connect.connect().await?;
-                apply::apply(&client, &docs, &ns, force_conflicts, dry_run == "server").await
+                apply::apply(&client, &docs, &ns, force_conflicts, dry_run == "server").await?;
+                if wait && dry_run != "server" {
+                    for d in docs.iter().filter(|d| d.object["kind"] == "Deployment") {
+                        let name = d.object.pointer("/metadata/name").and_then(|v| v.as_str()).unwrap_or_default();
+                        let dns = d.object.pointer("/metadata/namespace").and_then(|v| v.as_str()).unwrap_or(&ns);
+                        rollout::status(&client, dns, name, (!timeout.is_zero()).then_some(timeout)).await?;
+                    }
+                }
+                Ok(())
             }
-            Command::Get { kind, names, output, selector, field_selector, all_namespaces } => {
+            Command::Wait { target, names, condition, timeout } => {
+                let (kind, names) = split_type_name(&target, names);
+                let timeout = duration(&timeout)?;
+                let (client, ns) = self.connect.connect().await?;
+                crate::wait::wait(&client, &ns, &kind, &names, &condition, timeout).await
+            }
+            Command::Get { kind, names, output, watch, selector, field_selector, all_namespaces } => {
                 let (client, ns) = self.connect.connect().await?;
                 let q = Query {
                     kind: &kind,
@@ -286,7 +324,7 @@ impl Cli {
                     selector: selector.as_deref(),
                     field_selector: field_selector.as_deref(),
                 };
-                get::get(&client, &q, output).await
+                get::get(&client, &q, output, watch).await
             }
             Command::Delete { kind, names, files, recursive, selector, cascade, wait, ignore_not_found, timeout } => {
                 let (client, ns) = self.connect.connect().await?;

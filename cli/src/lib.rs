@@ -3,7 +3,7 @@
 //! [`cli`] is the command line. [`up`] runs a whole single-machine cluster under one data directory
 //! (`ferry up`, `ferry down`). The kubectl-like verbs: [`apply`] (server-side apply), [`get`] (server
 //! tables), [`delete`], [`rollout`] (status, history, undo, restart, pause, resume), [`edit`] (scale, set
-//! image, label, annotate, cordon). Around them: [`client`] (kubeconfig, context,
+//! image, label, annotate, cordon), [`wait`]. Around them: [`client`] (kubeconfig, context,
 //! namespace), [`resolve`] (type names from discovery), [`manifest`] (reading YAML/JSON with error
 //! locations) and [`error`] (messages as kubectl prints them).
 
@@ -18,3 +18,4 @@ pub mod manifest;
 pub mod resolve;
 pub mod rollout;
 pub mod up;
+pub mod wait;

@@ -68,20 +68,35 @@ pub async fn status(client: &kube::Client, namespace: &str, name: &str, timeout:
         let stream = watcher::watch_object(api, name);
         futures::pin_mut!(stream);
         let mut last = String::new();
+        // On a terminal one live line is rewritten; otherwise each change is its own plain line.
+        let live = std::io::IsTerminal::is_terminal(&std::io::stdout());
         while let Some(event) = stream.next().await {
             let Some(d) = event? else { bail!("deployments.apps {name:?} was deleted") };
             match progress(&d) {
                 Progress::Waiting(msg) => {
                     if msg != last {
-                        println!("{msg}");
+                        if live {
+                            print!("\r\x1b[2K{msg}");
+                            let _ = std::io::Write::flush(&mut std::io::stdout());
+                        } else {
+                            println!("{msg}");
+                        }
                         last = msg;
                     }
                 }
                 Progress::Done(msg) => {
+                    if live && !last.is_empty() {
+                        print!("\r\x1b[2K");
+                    }
                     println!("{msg}");
                     return Ok(());
                 }
-                Progress::Failed(msg) => bail!("{msg}"),
+                Progress::Failed(msg) => {
+                    if live && !last.is_empty() {
+                        println!();
+                    }
+                    bail!("{msg}")
+                }
             }
         }
         bail!("the watch ended")

@@ -104,6 +104,22 @@ async fn verbs_against_a_real_server() -> Result<()> {
     deps.patch_status("web", &PatchParams::default(), &Patch::Merge(&status)).await?;
     let out = f.ok(&["-n", "ci", "rollout", "status", "deploy/web", "--timeout", "10s"]).await?;
     assert_eq!(out, "deployment \"web\" successfully rolled out\n");
+    // apply --wait returns once the (unchanged) Deployment is rolled out; wait --for=condition.
+    let out = f.ok(&["apply", "-f", &app, "--wait", "--timeout", "10s"]).await?;
+    assert!(out.ends_with("deployment \"web\" successfully rolled out\n"), "{out}");
+    let err = f.fails(&["-n", "ci", "wait", "deploy/web", "--for=condition=Available", "--timeout", "1s"]).await?;
+    assert!(err.starts_with("error: timed out waiting for the condition"), "{err}");
+    let available = json!({"status": {"conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}]}});
+    deps.patch_status("web", &PatchParams::default(), &Patch::Merge(&available)).await?;
+    assert_eq!(
+        f.ok(&["-n", "ci", "wait", "deploy/web", "--for=condition=Available", "--timeout", "10s"]).await?,
+        "deployment.apps/web condition met\n"
+    );
+    let names = f
+        .ok(&["-n", "ci", "get", "deploy", "-o", "jsonpath={.items[*].metadata.name} {.items[*].spec.replicas}"])
+        .await?;
+    assert_eq!(names, "web 2");
+
     let failed = json!({"status": {"conditions": [{"type": "Progressing", "status": "False",
         "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet \"web-1\" has timed out progressing."}]}});
     deps.patch_status("web", &PatchParams::default(), &Patch::Merge(&failed)).await?;
@@ -129,9 +145,34 @@ async fn verbs_against_a_real_server() -> Result<()> {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("not found"), "{err}");
 
+    // get -w: the table, then a row per change made by another client.
+    let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("--kubeconfig")
+        .arg(&f.kubeconfig)
+        .args(["-n", "ci", "get", "cm", "-w"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(watch.stdout.take().expect("stdout")));
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line()).await??;
+    assert!(first.is_some_and(|l| l.starts_with("NAME")), "the table header comes first");
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line()).await??; // the existing row
+    f.ok(&[
+        "-n",
+        "ci",
+        "apply",
+        "-f",
+        &write(dir.path(), "extra.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: extra, namespace: ci}\n")?,
+    ])
+    .await?;
+    let row = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line()).await??;
+    assert!(row.is_some_and(|l| l.starts_with("extra ")), "the new object's row follows");
+    watch.kill().await?;
+
     // delete waits until the objects are gone (the namespace stays Terminating until a namespace
     // controller empties it, so that one is not waited for).
     assert_eq!(f.ok(&["-n", "ci", "delete", "cm", "settings"]).await?, "configmap \"settings\" deleted\n");
+    assert_eq!(f.ok(&["-n", "ci", "wait", "cm/settings", "--for=delete"]).await?, "configmap/settings condition met\n");
     let out = f.ok(&["delete", "-f", &app, "--wait=false", "--ignore-not-found"]).await?;
     assert!(out.contains("deployment.apps \"web\" deleted") && out.contains("namespace \"ci\" deleted"), "{out}");
     assert!(deps.get_opt("web").await?.is_none());
