@@ -167,6 +167,11 @@ enum Command {
         /// Node name.
         node: String,
     },
+    /// Show or change the kubeconfig.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Print shell completion code.
     Completion {
         /// bash, zsh or fish.
@@ -174,6 +179,21 @@ enum Command {
     },
     /// Print the client and server versions.
     Version,
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Print the kubeconfig in use (secrets omitted unless --raw).
+    View {
+        /// Show certificates, keys and tokens.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Make a context the current one.
+    UseContext {
+        /// Context name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -264,6 +284,12 @@ impl Cli {
                 let v = client.apiserver_version().await?;
                 println!("Server Version: {}", v.git_version);
                 Ok(())
+            }
+            Command::Config { command: ConfigCommand::View { raw } } => {
+                crate::config::view(self.connect.kubeconfig.as_deref(), raw)
+            }
+            Command::Config { command: ConfigCommand::UseContext { name } } => {
+                crate::config::use_context(self.connect.kubeconfig.as_deref(), &name)
             }
             Command::Completion { shell } => {
                 let mut cmd = <Cli as clap::CommandFactory>::command();

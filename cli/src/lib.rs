@@ -4,12 +4,13 @@
 //! (`ferry up`, `ferry down`). The kubectl-like verbs: [`apply`] (server-side apply), [`get`] (server
 //! tables), [`delete`], [`rollout`] (status, history, undo, restart, pause, resume), [`edit`] (scale, set
 //! image, label, annotate, cordon), [`wait`]. Around them: [`client`] (kubeconfig, context,
-//! namespace), [`resolve`] (type names from discovery), [`manifest`] (reading YAML/JSON with error
+//! namespace), [`config`] (`config view|use-context`, `up --write-kubeconfig`), [`resolve`] (type names from discovery), [`manifest`] (reading YAML/JSON with error
 //! locations) and [`error`] (messages as kubectl prints them).
 
 pub mod apply;
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod delete;
 pub mod edit;
 pub mod error;

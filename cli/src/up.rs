@@ -43,6 +43,9 @@ pub struct UpArgs {
     /// Return once the cluster is ready, leaving it running in the background.
     #[arg(long)]
     pub detach: bool,
+    /// Also merge the cluster into ~/.kube/config (or $KUBECONFIG) as context `ferry`, made current.
+    #[arg(long)]
+    pub write_kubeconfig: bool,
     /// Seconds to wait for readiness.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
@@ -165,6 +168,12 @@ fn peer_port(a: &UpArgs) -> u16 {
 
 fn print_next_steps(data: &Path, a: &UpArgs) {
     let kc = kubeconfig(data);
+    if a.write_kubeconfig {
+        match crate::config::file(None).and_then(|target| Ok((crate::config::merge_into(&target, &kc)?, target))) {
+            Ok((context, target)) => println!("Context {context:?} written to {} and made current.", target.display()),
+            Err(e) => eprintln!("warning: could not write the kubeconfig: {e:#}"),
+        }
+    }
     println!("Ferry is up: API server https://127.0.0.1:{}, cluster DNS 127.0.0.1:{}", a.api_port, a.dns_port);
     println!("  export KUBECONFIG={}", kc.display());
     println!("  kubectl get namespaces");

@@ -25,7 +25,7 @@ fn ensure_daemons() -> Result<()> {
 }
 
 fn run(args: &[&str]) -> Result<Output> {
-    Ok(Command::new(ferry()).args(args).output()?)
+    Ok(Command::new(ferry()).args(args).env_remove("KUBECONFIG").output()?)
 }
 
 /// Processes whose command line mentions `needle`.
@@ -102,8 +102,20 @@ async fn up_down_up_keeps_the_cluster() -> Result<()> {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("no cluster is running"));
 
-    let out = run(&up_args)?;
+    // Again, this time also writing ~/.kube/config (HOME is a temp dir here).
+    let home = tmp.path().join("home");
+    let mut again_args = up_args.to_vec();
+    again_args.push("--write-kubeconfig");
+    let out = Command::new(ferry()).args(&again_args).env("HOME", &home).env_remove("KUBECONFIG").output()?;
     assert!(out.status.success(), "ferry up again: {}", String::from_utf8_lossy(&out.stderr));
+    let written = std::fs::read_to_string(home.join(".kube/config"))?;
+    assert!(
+        written.contains("current-context: ferry") && written.contains(&format!("server: https://127.0.0.1:{api}")),
+        "{written}"
+    );
+    let view = Command::new(ferry()).args(["config", "view"]).env("HOME", &home).env_remove("KUBECONFIG").output()?;
+    let view = String::from_utf8_lossy(&view.stdout);
+    assert!(view.contains("client-key-data: DATA+OMITTED"), "{view}");
     let client = ferry_cli::client::from_kubeconfig(&data.join("admin.kubeconfig"), None).await?;
     let cms: Api<ConfigMap> = Api::namespaced(client, "default");
     let kept = cms.get("keep").await?;
