@@ -102,3 +102,37 @@ pub fn merge_into(target: &Path, source: &Path) -> Result<String> {
     write(target, &kc)?;
     Ok(context)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "apiVersion: v1\nkind: Config\nclusters:\n- name: ferry\n  cluster: {server: 'https://127.0.0.1:1'}\nusers:\n- name: ferry-admin\n  user: {token: t}\ncontexts:\n- name: ferry\n  context: {cluster: ferry, user: ferry-admin}\ncurrent-context: ferry\n";
+    const B: &str = "apiVersion: v1\nkind: Config\nclusters:\n- name: other\n  cluster: {server: 'https://127.0.0.1:2'}\n- name: ferry\n  cluster: {server: 'https://old'}\nusers: []\ncontexts:\n- name: other\n  context: {cluster: other, user: x}\ncurrent-context: other\n";
+
+    #[test]
+    fn merge_and_switch() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, A)?;
+        std::fs::write(&b, B)?;
+        assert_eq!(merge_into(&b, &a)?, "ferry");
+        let kc = read(&b)?;
+        assert_eq!(kc.current_context.as_deref(), Some("ferry"));
+        assert_eq!(kc.clusters.len(), 2, "same-named entries are replaced");
+        let ferry = kc
+            .clusters
+            .iter()
+            .find(|c| c.name == "ferry")
+            .and_then(|c| c.cluster.as_ref())
+            .and_then(|c| c.server.clone());
+        assert_eq!(ferry.as_deref(), Some("https://127.0.0.1:1"));
+        use_context(Some(&b), "other")?;
+        assert_eq!(read(&b)?.current_context.as_deref(), Some("other"));
+        assert!(use_context(Some(&b), "missing").is_err());
+        let fresh = dir.path().join("new/config");
+        merge_into(&fresh, &a)?;
+        assert_eq!(read(&fresh)?.contexts.len(), 1, "a missing target file is created");
+        Ok(())
+    }
+}
