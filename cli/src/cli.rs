@@ -89,6 +89,13 @@ enum Command {
         #[arg(short = 'A', long)]
         all_namespaces: bool,
     },
+    /// Show an object in detail, with its conditions and events.
+    Describe {
+        /// `TYPE/NAME` or TYPE.
+        target: String,
+        /// Names (all of the type when empty).
+        names: Vec<String>,
+    },
     /// Delete objects by manifest or by type and names.
     Delete {
         /// Type (when not deleting by file).
@@ -334,6 +341,11 @@ impl Cli {
                     }
                 }
                 Ok(())
+            }
+            Command::Describe { target, names } => {
+                let (kind, names) = split_type_name(&target, names);
+                let (client, ns) = self.connect.connect().await?;
+                crate::describe::describe(&client, &ns, &kind, &names).await
             }
             Command::Wait { target, names, condition, timeout } => {
                 let (kind, names) = split_type_name(&target, names);

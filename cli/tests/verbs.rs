@@ -262,12 +262,40 @@ async fn editing_and_rollout_verbs() -> Result<()> {
     let err = f.fails(&["-n", "ci", "rollout", "undo", "deploy/web", "--to-revision", "9"]).await?;
     assert_eq!(err, "error: unable to find specified revision 9 in history\n");
 
+    // describe: the fields that matter, and the object's events.
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "ci");
+    let event = json!({"metadata": {"name": "web.1"}, "involvedObject": {"kind": "Deployment", "name": "web", "namespace": "ci",
+        "apiVersion": "apps/v1"}, "reason": "ScalingReplicaSet", "message": "Scaled up replica set web-aaa to 2",
+        "type": "Normal", "source": {"component": "deployment-controller"}, "count": 1});
+    events.create(&PostParams::default(), &serde_json::from_value(event)?).await?;
+    let out = f.ok(&["-n", "ci", "describe", "deploy/web"]).await?;
+    for want in [
+        "Name:                   web\n",
+        "Namespace:              ci\n",
+        "Selector:               app=web\n",
+        "StrategyType:           RollingUpdate\n",
+        "RollingUpdateStrategy:  25% max unavailable, 25% max surge\n",
+        "Image:        nginx:1.27",
+        "Events:\n",
+        "ScalingReplicaSet",
+        "deployment-controller",
+        "Scaled up replica set web-aaa to 2",
+    ] {
+        assert!(out.contains(want), "{want:?} not in:\n{out}");
+    }
+    assert!(out.contains("Replicas:               5 desired | "), "{out}");
+
     // Nodes.
     let nodes: Api<Node> = Api::all(client);
     nodes.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "n1"}}))?).await?;
     assert_eq!(f.ok(&["cordon", "n1"]).await?, "node/n1 cordoned\n");
     assert_eq!(f.ok(&["cordon", "n1"]).await?, "node/n1 already cordoned\n");
     assert_eq!(f.ok(&["uncordon", "n1"]).await?, "node/n1 uncordoned\n");
+    let out = f.ok(&["describe", "node", "n1"]).await?;
+    assert!(
+        out.starts_with("Name:                   n1\n") && out.contains("Unschedulable:          false\n"),
+        "{out}"
+    );
 
     let v = f.ok(&["version"]).await?;
     assert!(v.starts_with("Client Version: v") && v.contains("\nServer Version: v1.37"), "{v}");
