@@ -67,6 +67,28 @@ enum Command {
         #[arg(long, default_value = "30s")]
         timeout: String,
     },
+    /// Create objects from manifests, or a namespace, configmap, secret or deployment from flags.
+    Create {
+        /// `namespace|configmap|secret|deployment` (when not creating from files).
+        what: Option<String>,
+        /// The name (with a generator); for `secret`, `generic` comes first: `create secret generic NAME`.
+        args: Vec<String>,
+        /// Manifests to create.
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<PathBuf>,
+        /// Recurse into directories.
+        #[arg(short = 'R', long)]
+        recursive: bool,
+        /// Container image (deployment).
+        #[arg(long)]
+        image: Option<String>,
+        /// Replicas (deployment).
+        #[arg(long, default_value_t = 1)]
+        replicas: i64,
+        /// `key=value` (configmap, secret).
+        #[arg(long)]
+        from_literal: Vec<String>,
+    },
     /// Show objects: the server's table, or YAML/JSON/names.
     Get {
         /// Type, e.g. pods, deploy, services, nodes, deployments.apps.
@@ -341,6 +363,25 @@ impl Cli {
                     }
                 }
                 Ok(())
+            }
+            Command::Create { what, args, files, recursive, image, replicas, from_literal } => {
+                let (client, ns) = self.connect.connect().await?;
+                let docs = if files.is_empty() {
+                    let Some(what) = what else {
+                        bail!("must specify one of -f or a generator (namespace, configmap, secret, deployment)")
+                    };
+                    let args: Vec<String> = match (what.as_str(), args.split_first()) {
+                        ("secret", Some((g, rest))) if g == "generic" => rest.to_vec(),
+                        ("secret", _) => bail!("use `create secret generic NAME --from-literal k=v`"),
+                        _ => args,
+                    };
+                    let [name] = args.as_slice() else { bail!("exactly one NAME is required") };
+                    let obj = crate::create::generate(&what, name, &ns, image.as_deref(), replicas, &from_literal)?;
+                    vec![manifest::Doc { object: obj, source: "(flags)".into(), index: 1 }]
+                } else {
+                    manifest::read_all(&files, recursive)?
+                };
+                crate::create::create(&client, &docs, &ns).await
             }
             Command::Describe { target, names } => {
                 let (kind, names) = split_type_name(&target, names);

@@ -2,7 +2,7 @@
 //!
 //! [`cli`] is the command line. [`up`] runs a whole single-machine cluster under one data directory
 //! (`ferry up`, `ferry down`). The kubectl-like verbs: [`apply`] (server-side apply), [`get`] (server
-//! tables), [`describe`], [`delete`], [`rollout`] (status, history, undo, restart, pause, resume), [`edit`] (scale, set
+//! tables), [`create`], [`describe`], [`delete`], [`rollout`] (status, history, undo, restart, pause, resume), [`edit`] (scale, set
 //! image, label, annotate, cordon), [`wait`]. Around them: [`client`] (kubeconfig, context,
 //! namespace), [`config`] (`config view|use-context`, `up --write-kubeconfig`), [`resolve`] (type names from discovery), [`manifest`] (reading YAML/JSON with error
 //! locations) and [`error`] (messages as kubectl prints them).
@@ -11,6 +11,7 @@ pub mod apply;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod create;
 pub mod delete;
 pub mod describe;
 pub mod edit;

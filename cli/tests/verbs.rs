@@ -285,6 +285,19 @@ async fn editing_and_rollout_verbs() -> Result<()> {
     }
     assert!(out.contains("Replicas:               5 desired | "), "{out}");
 
+    // create: from flags (as kubectl's generators) and from files; AlreadyExists is the server's error.
+    assert_eq!(f.ok(&["create", "namespace", "made"]).await?, "namespace/made created\n");
+    assert_eq!(
+        f.ok(&["-n", "made", "create", "deployment", "api", "--image", "nginx:1.27", "--replicas", "0"]).await?,
+        "deployment.apps/api created\n"
+    );
+    assert_eq!(
+        f.ok(&["-n", "made", "create", "secret", "generic", "pw", "--from-literal", "p=hunter2"]).await?,
+        "secret/pw created\n"
+    );
+    let err = f.fails(&["create", "namespace", "made"]).await?;
+    assert!(err.contains("Error from server (AlreadyExists): namespaces \"made\" already exists"), "{err}");
+
     // Nodes.
     let nodes: Api<Node> = Api::all(client);
     nodes.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "n1"}}))?).await?;
