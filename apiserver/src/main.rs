@@ -22,6 +22,9 @@ struct Args {
     /// HTTPS port.
     #[arg(long, default_value_t = 6443)]
     secure_port: u16,
+    /// Address pods reach this server on (default: the bind address).
+    #[arg(long)]
+    advertise_address: Option<IpAddr>,
     /// Extra host names or IPs for the serving certificate, comma separated.
     #[arg(long, value_delimiter = ',')]
     tls_san: Vec<String>,
@@ -57,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)?;
     config.bind_address = args.bind_address;
     config.secure_port = args.secure_port;
+    config.advertise_address = args.advertise_address;
     config.extra_sans = args.tls_san;
     config.token_auth_file = args.token_auth_file;
     config.compaction_interval =

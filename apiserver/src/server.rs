@@ -137,6 +137,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tracing::warn!(error = %e, "cannot bootstrap yet; waiting for etcd");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let advertise = config.advertise_address.unwrap_or(if addr.ip().is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        addr.ip()
+    });
+    if let Err(e) = api.ensure_kubernetes_service(advertise, addr.port()).await {
+        tracing::warn!(error = %e, "could not create the kubernetes Service; it is retried on the next start");
+    }
     if let Some(every) = config.compaction_interval {
         tasks.push(tokio::spawn(compact_loop(store, cache, every, shutdown.clone())));
     }

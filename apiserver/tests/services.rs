@@ -61,13 +61,24 @@ async fn concurrent_creates_get_distinct_cluster_ips() -> Result<()> {
     let e = create_err(&api, &service("far", json!({"clusterIP": "192.168.1.1"}))?).await;
     assert_eq!(e.code, 422);
     assert!(e.message.contains("The range of valid IPs is 10.96.0.0/12"), "{}", e.message);
-    let mine = api.create(&PostParams::default(), &service("mine", json!({"clusterIP": "10.96.0.1"}))?).await?;
-    assert_eq!(ip(&mine), "10.96.0.1");
+    // The first address is the `kubernetes` Service's, as in Kubernetes.
+    let kubernetes = api.get("kubernetes").await?;
+    assert_eq!(ip(&kubernetes), "10.96.0.1");
+    let port = serde_json::to_value(&kubernetes)?["spec"]["ports"][0].clone();
+    assert_eq!((port["name"].as_str(), port["port"].as_i64()), (Some("https"), Some(443)));
+    // The test server listens on loopback, which cannot be an endpoint: no Endpoints then.
+    let eps: Api<k8s_openapi::api::core::v1::Endpoints> = Api::namespaced(c.client().await?, "default");
+    assert!(eps.get_opt("kubernetes").await?.is_none());
+    let e = create_err(&api, &service("first", json!({"clusterIP": "10.96.0.1"}))?).await;
+    assert!(e.message.contains("provided IP is already allocated"), "{}", e.message);
+    let free = (2..250).map(|n| format!("10.96.0.{n}")).find(|c| !ips.contains(c)).expect("a free address");
+    let mine = api.create(&PostParams::default(), &service("mine", json!({"clusterIP": free}))?).await?;
+    assert_eq!(ip(&mine), free);
 
     // Deleting releases: the same IP can be requested again.
     api.delete("mine", &DeleteParams::default()).await?;
-    let again = api.create(&PostParams::default(), &service("again", json!({"clusterIP": "10.96.0.1"}))?).await?;
-    assert_eq!(ip(&again), "10.96.0.1");
+    let again = api.create(&PostParams::default(), &service("again", json!({"clusterIP": free}))?).await?;
+    assert_eq!(ip(&again), free);
 
     // Headless Services hold no IP; updates keep the IP even when the client leaves it out.
     let headless = api.create(&PostParams::default(), &service("hl", json!({"clusterIP": "None"}))?).await?;
@@ -75,7 +86,7 @@ async fn concurrent_creates_get_distinct_cluster_ips() -> Result<()> {
     let mut replaced = service("again", json!({"ports": [{"port": 81}]}))?;
     replaced.metadata.resource_version = again.metadata.resource_version.clone();
     let replaced = api.replace("again", &PostParams::default(), &replaced).await?;
-    assert_eq!(ip(&replaced), "10.96.0.1");
+    assert_eq!(ip(&replaced), free);
     Ok(())
 }
 
@@ -183,5 +194,25 @@ async fn endpoint_slices_are_served() -> Result<()> {
         }
         other => panic!("expected 422, got {other:?}"),
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_kubernetes_service_points_at_the_api_server() -> Result<()> {
+    use k8s_openapi::api::core::v1::Endpoints;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    // Stored only: nothing is sent to this address.
+    let mut c = Cluster::start_with(|cfg| cfg.advertise_address = Some("192.0.2.10".parse().expect("ip"))).await?;
+    // A restart finds them and keeps them (the update path, a no-op here).
+    c.restart_server().await?;
+    let client = c.client().await?;
+    let svc = Api::<Service>::namespaced(client.clone(), "default").get("kubernetes").await?;
+    assert_eq!(ip(&svc), "10.96.0.1");
+    let target = serde_json::to_value(&svc)?["spec"]["ports"][0]["targetPort"].clone();
+    let ep = serde_json::to_value(Api::<Endpoints>::namespaced(client.clone(), "default").get("kubernetes").await?)?;
+    assert_eq!(ep["subsets"][0]["addresses"][0]["ip"], "192.0.2.10");
+    assert_eq!(ep["subsets"][0]["ports"][0]["port"], target);
+    let slice = Api::<EndpointSlice>::namespaced(client, "default").get("kubernetes").await?;
+    assert_eq!(slice.endpoints.unwrap_or_default()[0].addresses, ["192.0.2.10"]);
     Ok(())
 }

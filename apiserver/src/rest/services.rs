@@ -173,6 +173,77 @@ pub(super) fn prepare_update(candidate: &mut Value, old: &Value) {
 }
 
 impl Api {
+    /// Make sure `default/kubernetes` exists as in Kubernetes: a ClusterIP Service on the range's first
+    /// address, port 443 (`https`) → `port`, with Endpoints and an EndpointSlice naming `ip`. Pods reach
+    /// the API server through it (in-cluster clients read `KUBERNETES_SERVICE_HOST`). A loopback `ip`
+    /// cannot be an endpoint (pods could not reach it; validation refuses it, as in Kubernetes), so then
+    /// only the Service is made.
+    pub async fn ensure_kubernetes_service(&self, ip: std::net::IpAddr, port: u16) -> Result<()> {
+        use super::write::{FieldValidation, Mode, Track, Update};
+        let first = Ipv4Addr::from(*self.options.service_ranges.usable().start()).to_string();
+        let lookup = |group: &str, version: &str, plural: &str| {
+            self.table.lookup(group, version, plural).ok_or_else(|| ApiError::internal(format!("no {plural} resource")))
+        };
+        let labels = json!({"component": "apiserver", "provider": "kubernetes"});
+        let service = json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kubernetes", "namespace": "default", "labels": labels},
+            "spec": {"type": "ClusterIP", "clusterIP": first,
+                "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]}});
+        let family = if ip.is_ipv4() { "IPv4" } else { "IPv6" };
+        let endpoints = json!({"apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+            "subsets": [{"addresses": [{"ip": ip.to_string()}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]});
+        let slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                "labels": {"kubernetes.io/service-name": "kubernetes", "endpointslice.kubernetes.io/managed-by": "ferry-apiserver"}},
+            "addressType": family,
+            "endpoints": [{"addresses": [ip.to_string()], "conditions": {"ready": true}}],
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}]});
+        let mut objects = vec![(lookup("", "v1", "services")?, service, &["spec"][..])];
+        if ip.is_loopback() {
+            tracing::info!(%ip, "the advertise address is loopback: the kubernetes Service gets no endpoints");
+        } else {
+            objects.push((lookup("", "v1", "endpoints")?, endpoints, &["subsets"][..]));
+            objects.push((
+                lookup("discovery.k8s.io", "v1", "endpointslices")?,
+                slice,
+                &["addressType", "endpoints", "ports"][..],
+            ));
+        }
+        for (res, obj, fields) in objects {
+            match self
+                .create_object(res, Some("default"), obj.clone(), FieldValidation::Strict, false, Track::Off)
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.reason == "AlreadyExists" => {
+                    if res.kind == "Service" {
+                        continue; // its IP never changes; the port may be edited by users like any Service
+                    }
+                    let update = Update {
+                        res,
+                        namespace: Some("default"),
+                        name: "kubernetes",
+                        mode: Mode::Internal,
+                        validation: FieldValidation::Ignore,
+                        dry_run: false,
+                        track: Track::Off,
+                    };
+                    self.update_loop(update, |cur| {
+                        let mut next = cur.clone();
+                        for f in fields {
+                            next[*f] = obj[*f].clone();
+                        }
+                        Ok(next)
+                    })
+                    .await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// After admission: allocate the ClusterIP and NodePorts `svc` needs and does not hold yet, and
     /// return the keys to claim and release with its write (`old`: the stored Service on update).
     pub(super) async fn allocate_service(

@@ -5,7 +5,7 @@ use super::{parse_body, Api, Reply, Request};
 use crate::codec;
 use crate::error::{from_storage, ApiError, Result};
 use crate::filter::Filter;
-use crate::request::FieldValidation;
+pub(crate) use crate::request::FieldValidation;
 use crate::storage::{Kv, Side, StorageError};
 use ferry_api::kinds::AdmitError;
 use ferry_api::managed;
