@@ -60,7 +60,11 @@ async fn concurrent_creates_get_distinct_cluster_ips() -> Result<()> {
     assert!(e.message.contains("provided IP is already allocated"), "{}", e.message);
     let e = create_err(&api, &service("far", json!({"clusterIP": "192.168.1.1"}))?).await;
     assert_eq!(e.code, 422);
-    assert!(e.message.contains("The range of valid IPs is 10.96.0.0/12"), "{}", e.message);
+    assert_eq!(
+        e.message,
+        "Service \"far\" is invalid: spec.clusterIPs[0]: Invalid value: \"192.168.1.1\": failed to allocate IP \
+         192.168.1.1: the provided IP (192.168.1.1) is not in the valid range. The range of valid IPs is 10.96.0.0/12"
+    );
     // The first address is the `kubernetes` Service's, as in Kubernetes.
     let kubernetes = api.get("kubernetes").await?;
     assert_eq!(ip(&kubernetes), "10.96.0.1");
@@ -141,7 +145,11 @@ async fn node_ports_and_full_ranges() -> Result<()> {
     );
     let e =
         create_err(&api, &service("np3", json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 80}]}))?).await;
-    assert!(e.message.contains("The range of valid ports is 30000-30002"), "{}", e.message);
+    assert!(
+        e.message.contains("spec.ports[0].nodePort: Invalid value: 80: provided port is not in the valid range. The range of valid ports is 30000-30002"),
+        "{}",
+        e.message
+    );
     // np2 takes the last port; a third NodePort Service finds the range full.
     api.create(
         &PostParams::default(),

@@ -257,9 +257,7 @@ impl Api {
         let owner = json!({"namespace": svc.pointer("/metadata/namespace"), "name": name}).to_string().into_bytes();
         let (old_ips, old_ports) = old.map(held).unwrap_or_default();
         let mut requested = Vec::new();
-        let invalid = |field: String, value: Value, detail: String| {
-            ApiError::invalid(res, name, vec![FieldError::invalid(field, value, detail)])
-        };
+        let invalid = |e: FieldError| ApiError::invalid(res, name, vec![e]);
 
         if needs_ip(svc) {
             let ip = cluster_ip(svc).to_owned();
@@ -281,14 +279,14 @@ impl Api {
                 spec["clusterIPs"] = json!([ip]);
             } else if !old_ips.contains(&ip) {
                 if !ranges.contains(&ip) {
-                    return Err(invalid(
-                        "spec.clusterIPs[0]".into(),
-                        Value::String(ip.clone()),
+                    return Err(invalid(FieldError::invalid(
+                        "spec.clusterIPs[0]",
+                        ip.as_str(),
                         format!(
                             "failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is {}",
                             ranges.cidr()
                         ),
-                    ));
+                    )));
                 }
                 requested.push((
                     format!("{IP_PREFIX}{ip}"),
@@ -322,14 +320,14 @@ impl Api {
                         }
                         let field = format!("spec.ports[{i}].nodePort");
                         if !ranges.node_ports.contains(&n) {
-                            return Err(invalid(
+                            return Err(invalid(FieldError::invalid(
                                 field,
-                                n.into(),
+                                n,
                                 format!(
                                     "provided port is not in the valid range. The range of valid ports is {}",
                                     ranges.port_range()
                                 ),
-                            ));
+                            )));
                         }
                         requested.push((
                             format!("{PORT_PREFIX}{n}"),
