@@ -41,6 +41,19 @@ impl FieldSet {
         self.member = true;
     }
 
+    /// Keep, in this set of fields to remove, the nodes below which `owned` has fields: such a node is not
+    /// removed whole, only its unowned descendants are.
+    pub(crate) fn spare_owned(&mut self, owned: &FieldSet) {
+        for (k, child) in self.children.iter_mut() {
+            if let Some(o) = owned.children.get(k) {
+                if !o.children.is_empty() {
+                    child.member = false;
+                    child.spare_owned(o);
+                }
+            }
+        }
+    }
+
     /// Add a child subtree (dropped when empty).
     pub(crate) fn insert(&mut self, element: String, set: FieldSet) {
         if !set.is_empty() {

@@ -514,7 +514,12 @@ fn remove(v: &mut Value, set: &FieldSet, ty: &'static Ty) {
                 if sub.is_member() {
                     items.retain(|i| item_key(keys, i).as_deref() != Some(rest));
                 } else if let Some(item) = items.iter_mut().find(|i| item_key(keys, i).as_deref() == Some(rest)) {
-                    remove(item, sub, item_ty);
+                    // An item that stays keeps the fields that identify it.
+                    let mut sub = sub.clone();
+                    for k in keys.iter() {
+                        sub.remove_child(&format!("f:{}", k.name));
+                    }
+                    remove(item, &sub, item_ty);
                 }
             }
             ("v", Value::Array(items)) => {
@@ -595,7 +600,9 @@ pub fn apply(live: Option<&Value>, config: &Value, w: &Writer<'_>, force: bool) 
     // Prune what this manager applied before, no longer applies, and nobody else owns.
     if !last.is_empty() {
         let owned = managers.iter().fold(FieldSet::default(), |acc, e| acc.union(&e.fields));
-        remove(&mut merged, &last.difference(&owned), ty);
+        let mut gone = last.difference(&owned);
+        gone.spare_owned(&owned);
+        remove(&mut merged, &gone, ty);
     }
     let d = diff(Some(live_value), Some(&merged), ty);
     let changed = untracked_removed(d.changed, w.scope);

@@ -244,3 +244,24 @@ fn sets_and_atomic_lists() {
     let obj = apply(Some(&live), &cfg_b, &wb, false).expect("b");
     assert_eq!(obj["metadata"]["finalizers"], json!(["x/a", "x/b"]));
 }
+
+#[test]
+fn an_item_another_manager_has_fields_in_stays() {
+    let w = Writer { api_version: "v1", kind: "Pod", ..writer("a", NOW) };
+    let a = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "main", "image": "i"}, {"name": "side", "image": "s"}]}});
+    let live = apply(None, &a, &w, false).expect("a");
+    // b adds an env var to the side container with an ordinary update: it owns that, not the item.
+    let mut updated = live.clone();
+    updated["spec"]["containers"][1]["env"] = json!([{"name": "X", "value": "1"}]);
+    track_update(Some(&live), &mut updated, &Writer { manager: "b", ..w });
+    let live = updated;
+    // a stops applying the side container: its image goes, the item stays with b's env.
+    let a2 = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "main", "image": "i"}]}});
+    let obj = apply(Some(&live), &a2, &w, false).expect("a again");
+    let side = &obj["spec"]["containers"][1];
+    assert_eq!(side["name"], "side");
+    assert_eq!(side["env"], json!([{"name": "X", "value": "1"}]));
+    assert!(side.get("image").is_none(), "{side}");
+}
