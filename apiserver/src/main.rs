@@ -40,6 +40,9 @@ struct Args {
     /// Port range NodePorts come from (LOW-HIGH).
     #[arg(long, default_value = "30000-32767")]
     service_node_port_range: String,
+    /// Seconds Events are kept after their last update (0: forever).
+    #[arg(long, default_value_t = 3600)]
+    event_ttl: u64,
     /// Log as JSON.
     #[arg(long)]
     log_json: bool,
@@ -63,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
     config.advertise_address = args.advertise_address;
     config.extra_sans = args.tls_san;
     config.token_auth_file = args.token_auth_file;
+    config.rest.event_ttl = (args.event_ttl > 0).then(|| Duration::from_secs(args.event_ttl));
     config.compaction_interval =
         (args.etcd_compaction_interval > 0).then(|| Duration::from_secs(args.etcd_compaction_interval));
     let server = ferry_apiserver::start(config).await.context("starting ferry-apiserver")?;

@@ -5,8 +5,8 @@
 //! the revision the caller read. The returned revision becomes the object's resourceVersion.
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp, TxnOpResponse, WatchOptions,
-    WatchStream,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, PutOptions, Txn, TxnOp, TxnOpResponse,
+    WatchOptions, WatchStream,
 };
 use std::time::Duration;
 
@@ -86,11 +86,13 @@ pub struct Side {
     pub claim: Vec<(String, Vec<u8>)>,
     /// Keys to delete.
     pub release: Vec<String>,
+    /// Let the object expire this long after the write (an etcd lease; Events).
+    pub ttl: Option<Duration>,
 }
 
 impl Side {
     /// No side effects.
-    pub const NONE: &'static Side = &Side { claim: Vec::new(), release: Vec::new() };
+    pub const NONE: &'static Side = &Side { claim: Vec::new(), release: Vec::new(), ttl: None };
 
     fn compares(&self) -> impl Iterator<Item = Compare> + '_ {
         self.claim.iter().map(|(k, _)| Compare::create_revision(k.as_str(), CompareOp::Equal, 0))
@@ -120,6 +122,22 @@ impl Side {
 pub struct Store {
     client: Client,
     kv: KvClient,
+    lease: std::sync::Arc<tokio::sync::Mutex<Option<Lease>>>,
+}
+
+/// A granted lease, reused by writes for a while (as Kubernetes' lease manager does) so that a burst of
+/// expiring objects does not cost one lease each.
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    id: i64,
+    granted: std::time::Instant,
+    ttl: Duration,
+}
+
+/// How long a granted lease is reused: 5 % of the TTL, at most a minute (Kubernetes' lease manager). The
+/// lease is granted for the TTL plus this, so every object lives at least the requested TTL.
+fn lease_reuse(ttl: Duration) -> Duration {
+    (ttl / 20).min(Duration::from_secs(60))
 }
 
 const MAX_MESSAGE: usize = 512 * 1024 * 1024;
@@ -161,7 +179,7 @@ impl Store {
             .with_keep_alive_while_idle(true);
         let client = Client::connect(endpoints, Some(options)).await?;
         let kv = client.kv_client().max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE);
-        Ok(Self { client, kv })
+        Ok(Self { client, kv, lease: Default::default() })
     }
 
     /// Read one key; `None` when absent.
@@ -214,7 +232,7 @@ impl Store {
             when.push(Compare::mod_revision(gk, CompareOp::Equal, rev));
         }
         when.extend(side.compares());
-        let mut then = vec![TxnOp::put(key, value, None)];
+        let mut then = vec![TxnOp::put(key, value, self.put_options(side).await?)];
         then.extend(side.ops());
         let mut otherwise = vec![TxnOp::get(key, Some(GetOptions::new().with_keys_only()))];
         otherwise.extend(side.probes());
@@ -252,7 +270,7 @@ impl Store {
         let mut when = vec![Compare::mod_revision(key, CompareOp::Equal, expected)];
         when.extend(side.compares());
         let mut then = vec![match value {
-            Some(v) => TxnOp::put(key, v, None),
+            Some(v) => TxnOp::put(key, v, self.put_options(side).await?),
             None => TxnOp::delete(key, None),
         }];
         then.extend(side.ops());
@@ -272,6 +290,27 @@ impl Store {
             }
         }
         Err(conflict(key, responses))
+    }
+
+    /// The lease a write with `ttl` attaches its key to.
+    async fn lease_for(&self, ttl: Duration) -> Result<i64> {
+        let mut current = self.lease.lock().await;
+        if let Some(l) = *current {
+            if l.ttl == ttl && l.granted.elapsed() < lease_reuse(ttl) {
+                return Ok(l.id);
+            }
+        }
+        let seconds = i64::try_from((ttl + lease_reuse(ttl)).as_secs()).unwrap_or(i64::MAX).max(1);
+        let granted = bounded(self.client.clone().lease_grant(seconds, None)).await?;
+        *current = Some(Lease { id: granted.id(), granted: std::time::Instant::now(), ttl });
+        Ok(granted.id())
+    }
+
+    async fn put_options(&self, side: &Side) -> Result<Option<PutOptions>> {
+        Ok(match side.ttl {
+            Some(ttl) => Some(PutOptions::new().with_lease(self.lease_for(ttl).await?)),
+            None => None,
+        })
     }
 
     /// Keys under `prefix` (values not read).

@@ -38,6 +38,8 @@ pub struct RestOptions {
     pub default_watch_timeout: Duration,
     /// Where Services' ClusterIPs and NodePorts come from.
     pub service_ranges: ServiceRanges,
+    /// How long Events live after their last write (None: forever).
+    pub event_ttl: Option<Duration>,
 }
 
 impl Default for RestOptions {
@@ -46,6 +48,7 @@ impl Default for RestOptions {
             bookmark_interval: Duration::from_secs(10),
             default_watch_timeout: Duration::from_secs(1800),
             service_ranges: ServiceRanges::default(),
+            event_ttl: Some(Duration::from_secs(3600)),
         }
     }
 }

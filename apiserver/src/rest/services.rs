@@ -407,7 +407,7 @@ pub(super) fn releases(svc: &Value) -> Side {
         .map(|ip| format!("{IP_PREFIX}{ip}"))
         .chain(ports.iter().map(|p| format!("{PORT_PREFIX}{p}")))
         .collect();
-    Side { claim: Vec::new(), release }
+    Side { release, ..Default::default() }
 }
 
 /// A random number in `lo..=hi` for which `taken` is false: random probes first, then a scan from a

@@ -338,6 +338,12 @@ pub(super) enum Deleted {
 }
 
 impl Api {
+    /// How long objects of `res` live after their last write: Events expire (`--event-ttl`), as in
+    /// Kubernetes; everything else stays.
+    fn ttl(&self, res: &ResourceInfo) -> Option<std::time::Duration> {
+        (res.storage_group == "core" && res.storage_plural == "events").then_some(self.options.event_ttl).flatten()
+    }
+
     /// Read, mutate, validate and compare-and-swap one object, retrying on conflicts unless
     /// the caller pinned a resourceVersion.
     ///
@@ -421,8 +427,9 @@ impl Api {
                     codec::set_resource_version(&mut object, kv.mod_revision);
                     return Ok(Written { object: res.ops.to_served(object), warnings });
                 }
-                let side = allocation.as_ref().map_or(Side::NONE, |a| &a.side);
-                self.store.update(&key, bytes, kv.mod_revision, side).await
+                let mut side = allocation.as_ref().map(|a| a.side.clone()).unwrap_or_default();
+                side.ttl = self.ttl(res);
+                self.store.update(&key, bytes, kv.mod_revision, &side).await
             };
             match result {
                 Ok(rev) => {
@@ -641,8 +648,9 @@ impl Api {
             }
             let key = res.key(namespace, &name);
             let guard_ref = guard.as_ref().map(|(k, r)| (k.as_str(), *r));
-            let side = allocation.as_ref().map_or(Side::NONE, |a| &a.side);
-            match self.store.create(&key, codec::encode(&object), guard_ref, side).await {
+            let mut side = allocation.as_ref().map(|a| a.side.clone()).unwrap_or_default();
+            side.ttl = self.ttl(res);
+            match self.store.create(&key, codec::encode(&object), guard_ref, &side).await {
                 Ok(rev) => {
                     codec::set_resource_version(&mut object, rev);
                     return Ok(Written { object: res.ops.to_served(object), warnings });
@@ -885,7 +893,8 @@ impl Api {
                     return Ok(Deleted::Pending(res.ops.to_served(next)));
                 }
                 let bytes = codec::encode(&next);
-                match self.store.update(&key, bytes, kv.mod_revision, Side::NONE).await {
+                let side = Side { ttl: self.ttl(res), ..Default::default() };
+                match self.store.update(&key, bytes, kv.mod_revision, &side).await {
                     Ok(rev) => {
                         codec::set_resource_version(&mut next, rev);
                         return Ok(Deleted::Pending(res.ops.to_served(next)));
