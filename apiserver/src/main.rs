@@ -43,6 +43,12 @@ struct Args {
     /// Seconds Events are kept after their last update (0: forever).
     #[arg(long, default_value_t = 3600)]
     event_ttl: u64,
+    /// tolerationSeconds of the not-ready NoExecute toleration added to pods without one.
+    #[arg(long, default_value_t = 300)]
+    default_not_ready_toleration_seconds: i64,
+    /// tolerationSeconds of the unreachable NoExecute toleration added to pods without one.
+    #[arg(long, default_value_t = 300)]
+    default_unreachable_toleration_seconds: i64,
     /// Log as JSON.
     #[arg(long)]
     log_json: bool,
@@ -66,6 +72,8 @@ async fn main() -> anyhow::Result<()> {
     config.advertise_address = args.advertise_address;
     config.extra_sans = args.tls_san;
     config.token_auth_file = args.token_auth_file;
+    config.rest.default_not_ready_toleration_seconds = args.default_not_ready_toleration_seconds;
+    config.rest.default_unreachable_toleration_seconds = args.default_unreachable_toleration_seconds;
     config.rest.event_ttl = (args.event_ttl > 0).then(|| Duration::from_secs(args.event_ttl));
     config.compaction_interval =
         (args.etcd_compaction_interval > 0).then(|| Duration::from_secs(args.etcd_compaction_interval));

@@ -40,6 +40,11 @@ pub struct RestOptions {
     pub service_ranges: ServiceRanges,
     /// How long Events live after their last write (None: forever).
     pub event_ttl: Option<Duration>,
+    /// `tolerationSeconds` of the `node.kubernetes.io/not-ready` NoExecute toleration added to pods
+    /// that have none (Kubernetes' DefaultTolerationSeconds admission).
+    pub default_not_ready_toleration_seconds: i64,
+    /// The same for `node.kubernetes.io/unreachable`.
+    pub default_unreachable_toleration_seconds: i64,
 }
 
 impl Default for RestOptions {
@@ -49,6 +54,8 @@ impl Default for RestOptions {
             default_watch_timeout: Duration::from_secs(1800),
             service_ranges: ServiceRanges::default(),
             event_ttl: Some(Duration::from_secs(3600)),
+            default_not_ready_toleration_seconds: 300,
+            default_unreachable_toleration_seconds: 300,
         }
     }
 }

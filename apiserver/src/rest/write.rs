@@ -245,6 +245,32 @@ fn generation_changed(policy: GenerationPolicy, old: &Value, new: &Value) -> boo
     }
 }
 
+/// Kubernetes' DefaultTolerationSeconds admission: a pod that does not tolerate the `not-ready` or
+/// `unreachable` NoExecute taints gets a toleration for it with these seconds, so its pods move off a
+/// failed node after a while rather than at once.
+fn add_default_tolerations(pod: &mut Value, not_ready: i64, unreachable: i64) {
+    let tolerates = |tols: &[Value], key: &str| {
+        tols.iter().any(|t| {
+            let effect = t["effect"].as_str().unwrap_or("");
+            let k = t["key"].as_str().unwrap_or("");
+            let exists_any = k.is_empty() && t["operator"].as_str() == Some("Exists");
+            (effect.is_empty() || effect == "NoExecute") && (k == key || exists_any)
+        })
+    };
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else { return };
+    let mut tols = spec.get("tolerations").and_then(Value::as_array).cloned().unwrap_or_default();
+    let before = tols.len();
+    for (key, seconds) in [("node.kubernetes.io/not-ready", not_ready), ("node.kubernetes.io/unreachable", unreachable)]
+    {
+        if !tolerates(&tols, key) {
+            tols.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds}));
+        }
+    }
+    if tols.len() != before {
+        spec.insert("tolerations".into(), Value::Array(tols));
+    }
+}
+
 /// QoS class of a pod, as the kubelet computes it.
 fn qos_class(pod: &Value) -> &'static str {
     let containers: Vec<&Value> = ["containers", "initContainers"]
@@ -622,7 +648,14 @@ impl Api {
             }
         }
         match (res.group, res.kind) {
-            ("", "Pod") => obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(&obj)}),
+            ("", "Pod") => {
+                obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(&obj)});
+                add_default_tolerations(
+                    &mut obj,
+                    self.options.default_not_ready_toleration_seconds,
+                    self.options.default_unreachable_toleration_seconds,
+                );
+            }
             ("", "Namespace") => obj["status"] = json!({"phase": "Active"}),
             _ => {}
         }
@@ -1069,6 +1102,31 @@ pub async fn ensure_default_namespaces(api: &Api) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_tolerations() {
+        let mut pod = json!({"spec": {"containers": []}});
+        add_default_tolerations(&mut pod, 300, 120);
+        assert_eq!(
+            pod["spec"]["tolerations"],
+            json!([
+                {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+                {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 120}
+            ])
+        );
+        let mut own = json!({"spec": {"tolerations": [{"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+            "effect": "NoExecute", "tolerationSeconds": 5}]}});
+        add_default_tolerations(&mut own, 300, 300);
+        assert_eq!(
+            own["spec"]["tolerations"].as_array().map(Vec::len),
+            Some(2),
+            "its own unreachable toleration stays"
+        );
+        assert_eq!(own["spec"]["tolerations"][0]["tolerationSeconds"], 5);
+        let mut all = json!({"spec": {"tolerations": [{"operator": "Exists"}]}});
+        add_default_tolerations(&mut all, 300, 300);
+        assert_eq!(all["spec"]["tolerations"].as_array().map(Vec::len), Some(1), "tolerating everything is enough");
+    }
 
     #[test]
     fn qos_classes() {
