@@ -4,6 +4,9 @@
 //! * [`Cluster`] adds an in-process `ferry-apiserver` on a free port with its own data dir,
 //!   and hands out a `kube::Client` (admin) and raw HTTP helpers for bad-input tests.
 //!
+//! * [`Containerd`] starts a private containerd (temporary root, state and socket, its own
+//!   config file) and kills it on drop; the nodelet's tests run pods on it.
+//!
 //! Everything listens on 127.0.0.1 only and is cleaned up on drop, also when a test fails.
 
 use anyhow::{bail, Context, Result};
@@ -95,6 +98,93 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A private containerd process: root, state, socket and config in one temporary directory.
+pub struct Containerd {
+    child: Child,
+    /// The gRPC socket.
+    pub socket: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Containerd {
+    /// Start containerd with a config written here (CRI plugin off, everything under a temp dir)
+    /// and wait until its socket accepts connections.
+    pub async fn start() -> Result<Self> {
+        // Unix socket paths must stay short (108 bytes), so the directory lives in /tmp.
+        let dir = tempfile::Builder::new().prefix("ferry-ctrd-").tempdir_in("/tmp")?;
+        let root = dir.path().join("root");
+        let state = dir.path().join("state");
+        let socket = dir.path().join("c.sock");
+        let config = format!(
+            "version = 2\n\
+             root = {root:?}\n\
+             state = {state:?}\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = {socket:?}\n\
+             [ttrpc]\n  address = {ttrpc:?}\n\
+             [debug]\n  address = \"\"\n  level = \"warn\"\n\
+             [metrics]\n  address = \"\"\n\
+             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = {opt:?}\n",
+            root = root.display().to_string(),
+            state = state.display().to_string(),
+            socket = socket.display().to_string(),
+            ttrpc = dir.path().join("c.sock.ttrpc").display().to_string(),
+            opt = dir.path().join("opt").display().to_string(),
+        );
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, config)?;
+        let log = std::fs::File::create(dir.path().join("containerd.log"))?;
+        let child = Command::new(containerd_binary())
+            .arg("--config")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting containerd (is the containerd package installed?)")?;
+        let c = Containerd { child, socket, dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::UnixStream::connect(&c.socket).await.is_err() {
+            if Instant::now() > deadline {
+                bail!("containerd did not come up at {}:\n{}", c.socket.display(), c.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(c)
+    }
+
+    /// containerd's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    /// The temporary directory holding root, state and socket.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Shims of tasks still running die with their containers; unmount what containerd
+        // may have left mounted under its root so the temp dir can be removed.
+        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
+            let root = self.dir.path().display().to_string();
+            let mut points: Vec<&str> =
+                mounts.lines().filter_map(|l| l.split_whitespace().nth(1)).filter(|m| m.starts_with(&root)).collect();
+            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            for p in points {
+                let _ = Command::new("umount").arg("-l").arg(p).status();
+            }
+        }
+    }
+}
+
+fn containerd_binary() -> PathBuf {
+    std::env::var_os("FERRY_CONTAINERD").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("containerd"))
 }
 
 fn etcd_binary() -> PathBuf {

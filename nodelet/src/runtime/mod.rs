@@ -5,6 +5,7 @@
 //! what the runtime holds so a restarted nodelet can adopt or clean up ([`Runtime::list_pods`]).
 //! Implementations: [`simulated::SimulatedRuntime`] (no containers; kwok-like).
 
+pub mod containerd;
 pub mod simulated;
 
 use k8s_openapi::api::core::v1::Pod;
