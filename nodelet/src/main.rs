@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
+use ferry_nodelet::runtime::containerd::{self, Containerd};
 use ferry_nodelet::runtime::simulated::SimulatedConfig;
 use ferry_nodelet::{machine::Machine, Config, Nodelet};
 use std::net::IpAddr;
@@ -18,9 +19,11 @@ enum RuntimeKind {
 #[derive(Parser, Debug)]
 #[command(name = "ferry-nodelet", version)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Cmd>,
     /// Kubeconfig with this node's credentials.
     #[arg(long, env = "KUBECONFIG")]
-    kubeconfig: PathBuf,
+    kubeconfig: Option<PathBuf>,
     /// The Node's name (default: the host name).
     #[arg(long)]
     node_name: Option<String>,
@@ -28,7 +31,7 @@ struct Args {
     #[arg(long, value_enum, default_value_t = RuntimeKind::Containerd)]
     runtime: RuntimeKind,
     /// containerd's socket.
-    #[arg(long, default_value = "/run/containerd/containerd.sock")]
+    #[arg(long, global = true, default_value = "/run/containerd/containerd.sock")]
     containerd_address: PathBuf,
     /// Directory for the nodelet's state.
     #[arg(long, default_value = "/var/lib/ferry-nodelet")]
@@ -65,6 +68,22 @@ struct Args {
     simulated_start_delay_ms: u64,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum Cmd {
+    /// Work with images in containerd.
+    #[command(subcommand)]
+    Image(ImageCmd),
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum ImageCmd {
+    /// Load an OCI image layout or `docker save` archive into containerd (and unpack it).
+    Import {
+        /// The archive (tar).
+        archive: PathBuf,
+    },
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
@@ -80,6 +99,14 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(Cmd::Image(ImageCmd::Import { archive })) = &args.command {
+        let c = Containerd::connect(&args.containerd_address, containerd::NAMESPACE).await?;
+        for name in c.import_archive(archive).await.with_context(|| format!("importing {}", archive.display()))? {
+            println!("imported {name}");
+        }
+        return Ok(());
+    }
+    let Some(kubeconfig) = args.kubeconfig.clone() else { bail!("--kubeconfig (or KUBECONFIG) is required") };
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     std::fs::create_dir_all(&args.root_dir).with_context(|| format!("creating {}", args.root_dir.display()))?;
@@ -98,8 +125,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         config.labels.insert(k.to_string(), v.to_string());
     }
 
-    let kc = kube::config::Kubeconfig::read_from(&args.kubeconfig)
-        .with_context(|| format!("reading kubeconfig {}", args.kubeconfig.display()))?;
+    let kc = kube::config::Kubeconfig::read_from(&kubeconfig)
+        .with_context(|| format!("reading kubeconfig {}", kubeconfig.display()))?;
     let kconfig = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
         .await
         .context("loading kubeconfig")?;

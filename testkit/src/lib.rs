@@ -6,6 +6,8 @@
 //!
 //! * [`Containerd`] starts a private containerd (temporary root, state and socket, its own
 //!   config file) and kills it on drop; the nodelet's tests run pods on it.
+//! * [`busybox_image_archive`] builds an OCI image archive from the machine's busybox-static
+//!   (no registry or internet needed).
 //!
 //! Everything listens on 127.0.0.1 only and is cleaned up on drop, also when a test fails.
 
@@ -181,6 +183,89 @@ impl Drop for Containerd {
             }
         }
     }
+}
+
+/// Build an OCI image layout archive at `path` with one layer: `/bin/busybox` (Debian's
+/// busybox-static) with a symlink per applet, `/etc/passwd` and `/etc/group`, and empty
+/// `/tmp`, `/proc`, `/sys`, `/dev`. `name` is the image reference stored in the index
+/// (`io.containerd.image.name`). Returns the layer's diff ID.
+pub fn busybox_image_archive(path: &Path, name: &str) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let busybox_path = std::env::var_os("FERRY_BUSYBOX").map(PathBuf::from).unwrap_or_else(|| "/bin/busybox".into());
+    let busybox = std::fs::read(&busybox_path)
+        .with_context(|| format!("reading {} (is busybox-static installed?)", busybox_path.display()))?;
+    let list = Command::new(&busybox_path).arg("--list").output().context("busybox --list")?;
+    let applets = String::from_utf8_lossy(&list.stdout).into_owned();
+
+    let mut layer = tar::Builder::new(Vec::new());
+    let header = |kind: tar::EntryType, mode: u32, size: u64| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h
+    };
+    for dir in ["bin", "etc", "tmp", "proc", "sys", "dev", "root", "var", "var/www"] {
+        let mut h = header(tar::EntryType::Directory, if dir == "tmp" { 0o1777 } else { 0o755 }, 0);
+        layer.append_data(&mut h, dir, std::io::empty())?;
+    }
+    let mut h = header(tar::EntryType::Regular, 0o755, busybox.len() as u64);
+    layer.append_data(&mut h, "bin/busybox", busybox.as_slice())?;
+    for applet in applets.lines().map(str::trim).filter(|a| !a.is_empty() && *a != "busybox") {
+        let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+        layer.append_link(&mut h, format!("bin/{applet}"), "busybox")?;
+    }
+    for (file, text) in [
+        ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"),
+        ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
+    ] {
+        let mut h = header(tar::EntryType::Regular, 0o644, text.len() as u64);
+        layer.append_data(&mut h, file, text.as_bytes())?;
+    }
+    let layer = layer.into_inner()?;
+    let digest = |data: &[u8]| format!("sha256:{:x}", Sha256::digest(data));
+    let diff_id = digest(&layer);
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": arch, "os": "linux",
+        "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"], "WorkingDir": "/"},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    }))?;
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": diff_id, "size": layer.len()}],
+    }))?;
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest(&manifest), "size": manifest.len(),
+            "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": name},
+        }],
+    }))?;
+    let mut out = tar::Builder::new(std::fs::File::create(path)?);
+    let mut put = |name: String, data: &[u8]| -> Result<()> {
+        let mut h = header(tar::EntryType::Regular, 0o644, data.len() as u64);
+        out.append_data(&mut h, name, data)?;
+        Ok(())
+    };
+    put("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    put("index.json".into(), &index)?;
+    for blob in [&layer, &config, &manifest] {
+        let d = digest(blob);
+        put(format!("blobs/sha256/{}", d.trim_start_matches("sha256:")), blob)?;
+    }
+    out.finish()?;
+    Ok(diff_id)
 }
 
 fn containerd_binary() -> PathBuf {

@@ -1,14 +1,13 @@
 //! The connection to containerd (gRPC over its unix socket, `containerd-client`), in the
 //! nodelet's own containerd namespace.
 //!
-//! Status: this module connects, reports the daemon version for the Node's nodeInfo, and lists
-//! the pods (by container label) the nodelet holds. Pod sandboxes, images and containers are
+//! Status: this module connects, reports the daemon version for the Node's nodeInfo, lists
+//! the pods (by container label) the nodelet holds, and imports image archives ([`super::image`]). Pod sandboxes, images and containers are
 //! not implemented yet, so it does not implement [`super::Runtime`] and the binary refuses
 //! `--runtime containerd` with a clear message.
 
 use containerd_client::services::v1::ListContainersRequest;
 use containerd_client::tonic::Request;
-use containerd_client::with_namespace;
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -28,6 +27,9 @@ pub enum ContainerdError {
         /// The cause.
         source: containerd_client::tonic::transport::Error,
     },
+    /// A value could not be sent to containerd.
+    #[error("containerd request: {0}")]
+    Invalid(String),
     /// A gRPC call failed.
     #[error("containerd {call}: {status}")]
     Call {
@@ -38,10 +40,18 @@ pub enum ContainerdError {
     },
 }
 
+impl From<containerd_client::tonic::Status> for ContainerdError {
+    fn from(status: containerd_client::tonic::Status) -> Self {
+        ContainerdError::Call { call: "request", status }
+    }
+}
+
 /// A client for one containerd namespace.
 pub struct Containerd {
-    client: containerd_client::Client,
+    pub(crate) client: containerd_client::Client,
     namespace: String,
+    /// The snapshotter images are unpacked with and containers run on.
+    pub snapshotter: String,
 }
 
 impl Containerd {
@@ -50,7 +60,16 @@ impl Containerd {
         let client = containerd_client::Client::from_path(socket)
             .await
             .map_err(|source| ContainerdError::Connect { socket: socket.display().to_string(), source })?;
-        Ok(Containerd { client, namespace: namespace.to_string() })
+        Ok(Containerd { client, namespace: namespace.to_string(), snapshotter: "overlayfs".into() })
+    }
+
+    /// A request in the nodelet's namespace.
+    pub(crate) fn request_ns<T>(&self, msg: T) -> Result<Request<T>, ContainerdError> {
+        let mut req = Request::new(msg);
+        let ns =
+            self.namespace.parse().map_err(|_| ContainerdError::Invalid(format!("namespace {:?}", self.namespace)))?;
+        req.metadata_mut().insert("containerd-namespace", ns);
+        Ok(req)
     }
 
     /// `containerd://<version>`, as the Node's `nodeInfo.containerRuntimeVersion`.
@@ -71,7 +90,7 @@ impl Containerd {
         let list = self
             .client
             .containers()
-            .list(with_namespace!(req, self.namespace.as_str()))
+            .list(self.request_ns(req)?)
             .await
             .map_err(|status| ContainerdError::Call { call: "Containers.List", status })?
             .into_inner();

@@ -6,6 +6,7 @@
 //! Implementations: [`simulated::SimulatedRuntime`] (no containers; kwok-like).
 
 pub mod containerd;
+pub mod image;
 pub mod simulated;
 
 use k8s_openapi::api::core::v1::Pod;
