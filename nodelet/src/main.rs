@@ -2,11 +2,14 @@
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
+use ferry_nodelet::runtime::cni::CniConfig;
 use ferry_nodelet::runtime::containerd::{self, Containerd};
+use ferry_nodelet::runtime::pods_containerd::{ContainerdConfig, ContainerdRuntime, BACKOFF_START};
 use ferry_nodelet::runtime::simulated::SimulatedConfig;
 use ferry_nodelet::{machine::Machine, Config, Nodelet};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -63,6 +66,12 @@ struct Args {
     /// Seconds between full node status writes when nothing changed.
     #[arg(long, default_value_t = 300)]
     status_report_seconds: u64,
+    /// Directory of the CNI plugin binaries.
+    #[arg(long, default_value = "/usr/lib/cni")]
+    cni_bin_dir: PathBuf,
+    /// Linux bridge the pods attach to.
+    #[arg(long, default_value = "ferry0")]
+    cni_bridge: String,
     /// Start delay of pods on the simulated runtime, in milliseconds.
     #[arg(long, default_value_t = 0)]
     simulated_start_delay_ms: u64,
@@ -141,7 +150,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Nodelet::simulated(client, config, machine.ip, sim)
         }
         RuntimeKind::Containerd => {
-            bail!("the containerd runtime is not built yet; use --runtime simulated")
+            let Some(pod_cidr) = config.pod_cidr.clone() else {
+                bail!("--pod-cidr is required with --runtime containerd")
+            };
+            let ctrd = Containerd::connect(&args.containerd_address, containerd::NAMESPACE).await?;
+            let rc = ContainerdConfig {
+                root_dir: args.root_dir.clone(),
+                cni: CniConfig {
+                    bin_dir: args.cni_bin_dir.clone(),
+                    bridge: args.cni_bridge.clone(),
+                    pod_cidr,
+                    ipam_dir: args.root_dir.join("cni"),
+                },
+                backoff_start: BACKOFF_START,
+            };
+            Nodelet::new(client, config, machine, Arc::new(ContainerdRuntime::new(ctrd, rc)))
         }
     };
     tokio::select! {

@@ -5,8 +5,10 @@
 //! what the runtime holds so a restarted nodelet can adopt or clean up ([`Runtime::list_pods`]).
 //! Implementations: [`simulated::SimulatedRuntime`] (no containers; kwok-like).
 
+pub mod cni;
 pub mod containerd;
 pub mod image;
+pub mod pods_containerd;
 pub mod simulated;
 
 use k8s_openapi::api::core::v1::Pod;
