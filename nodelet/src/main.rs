@@ -164,7 +164,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 },
                 backoff_start: BACKOFF_START,
             };
-            Nodelet::new(client, config, machine, Arc::new(ContainerdRuntime::new(ctrd, rc)))
+            Nodelet::new(
+                client.clone(),
+                config,
+                machine,
+                Arc::new(ContainerdRuntime::new(ctrd, rc).with_client(client)),
+            )
         }
     };
     tokio::select! {

@@ -8,7 +8,7 @@ use ferry_nodelet::runtime::containerd::{Containerd, NAMESPACE};
 use ferry_nodelet::runtime::pods_containerd::{ContainerdConfig, ContainerdRuntime};
 use ferry_nodelet::{Config, Nodelet};
 use ferry_testkit::Cluster;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, DeleteParams, PostParams};
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,7 +78,10 @@ async fn pods_run_on_containerd() -> Result<()> {
         },
         backoff_start: Duration::from_secs(1),
     };
-    let runtime = Arc::new(ContainerdRuntime::new(Containerd::connect(&daemon.socket, NAMESPACE).await?, config));
+    let runtime = Arc::new(
+        ContainerdRuntime::new(Containerd::connect(&daemon.socket, NAMESPACE).await?, config)
+            .with_client(client.clone()),
+    );
     let mut nc = Config::new("ctr-1", root.path().to_path_buf());
     nc.pod_cidr = Some(subnet.clone());
     let machine = Machine::probe(root.path(), Some([127, 0, 0, 1].into()))?;
@@ -87,6 +90,23 @@ async fn pods_run_on_containerd() -> Result<()> {
     let task = tokio::spawn(nodelet.run());
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-config"}, "data": {"greeting": "ferry", "page.txt": "from-volume"}
+        }))?,
+    )
+    .await?;
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "web-secret"}, "stringData": {"token": "s3cret"}
+            }))?,
+        )
+        .await?;
     let web: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "web"},
         "spec": {
@@ -94,11 +114,17 @@ async fn pods_run_on_containerd() -> Result<()> {
             "terminationGracePeriodSeconds": 2,
             "containers": [
                 {"name": "httpd", "image": "ferry/busybox:test",
-                 "command": ["sh", "-c", "echo hello-$GREETING > /var/www/index.html; exec httpd -f -p 8080 -h /var/www"],
-                 "env": [{"name": "GREETING", "value": "ferry"}]},
+                 "command": ["sh", "-c", "echo hello-$GREETING-$TOKEN-$POD_NAME-$(cat /etc/cfg/page.txt) > /var/www/index.html; exec httpd -f -p 8080 -h /var/www"],
+                 "env": [
+                    {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "web-config", "key": "greeting"}}},
+                    {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "web-secret", "key": "token"}}},
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+                 ],
+                 "volumeMounts": [{"name": "cfg", "mountPath": "/etc/cfg", "readOnly": true}]},
                 {"name": "client", "image": "ferry/busybox:test",
                  "command": ["sh", "-c", "while true; do wget -q -O - http://127.0.0.1:8080/index.html; sleep 0.5; done"]}
-            ]
+            ],
+            "volumes": [{"name": "cfg", "configMap": {"name": "web-config"}}]
         }
     }))?;
     pods.create(&PostParams::default(), &web).await?;
@@ -118,7 +144,7 @@ async fn pods_run_on_containerd() -> Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let body = loop {
         match http_get(&ip, 8080, "/index.html").await {
-            Ok(b) if b.contains("hello-ferry") => break b,
+            Ok(b) if b.contains("hello-ferry-s3cret-web-from-volume") => break b,
             other if tokio::time::Instant::now() > deadline => bail!("httpd on {ip}: {other:?}"),
             _ => tokio::time::sleep(Duration::from_millis(200)).await,
         }

@@ -17,8 +17,9 @@ use containerd_client::services::v1::{
     GetRequest, KillRequest, ListContainersRequest, ReadContentRequest, StartRequest,
 };
 use containerd_client::tonic::Code;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::jiff::Timestamp;
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -72,6 +73,7 @@ struct PodMemo {
 /// Pods on containerd.
 pub struct ContainerdRuntime {
     ctrd: Containerd,
+    client: Option<kube::Client>,
     config: ContainerdConfig,
     pods: Mutex<HashMap<String, PodMemo>>,
 }
@@ -100,7 +102,173 @@ fn ts(t: &Option<prost_types::Timestamp>) -> Option<Timestamp> {
 impl ContainerdRuntime {
     /// A runtime on this containerd connection.
     pub fn new(ctrd: Containerd, config: ContainerdConfig) -> Self {
-        ContainerdRuntime { ctrd, config, pods: Mutex::new(HashMap::new()) }
+        ContainerdRuntime { ctrd, client: None, config, pods: Mutex::new(HashMap::new()) }
+    }
+
+    /// Read ConfigMaps and Secrets (env `valueFrom`/`envFrom`, volumes) with this client.
+    pub fn with_client(mut self, client: kube::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    async fn config_data(
+        &self,
+        pod: &Pod,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, RuntimeError> {
+        let Some(client) = &self.client else {
+            return Err(RuntimeError::Backend("no API client to read ConfigMaps and Secrets".into()));
+        };
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let err = |e: kube::Error| RuntimeError::Backend(format!("reading {kind} {ns}/{name}: {e}"));
+        if kind == "ConfigMap" {
+            let api: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), ns);
+            let Some(cm) = api.get_opt(name).await.map_err(err)? else { return Ok(None) };
+            let mut out: BTreeMap<String, Vec<u8>> =
+                cm.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+            out.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
+            Ok(Some(out))
+        } else {
+            let api: kube::Api<Secret> = kube::Api::namespaced(client.clone(), ns);
+            let Some(s) = api.get_opt(name).await.map_err(err)? else { return Ok(None) };
+            let mut out: BTreeMap<String, Vec<u8>> =
+                s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+            out.extend(s.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
+            Ok(Some(out))
+        }
+    }
+
+    /// The container's environment: image env, then envFrom, then env (valueFrom resolved).
+    async fn environment(
+        &self,
+        pod: &Pod,
+        c: &k8s_openapi::api::core::v1::Container,
+        image: &ImageInfo,
+        pod_ip: &str,
+    ) -> Result<Vec<String>, RuntimeError> {
+        let bad = |w: String| RuntimeError::InvalidPod { pod: pod_key(pod), what: w };
+        let mut env: Vec<(String, String)> =
+            image.env.iter().filter_map(|e| e.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut set = |k: String, v: String| {
+            env.retain(|(x, _)| *x != k);
+            env.push((k, v));
+        };
+        for from in c.env_from.iter().flatten() {
+            let prefix = from.prefix.clone().unwrap_or_default();
+            let (kind, name, optional) = if let Some(r) = &from.config_map_ref {
+                ("ConfigMap", r.name.clone(), r.optional.unwrap_or(false))
+            } else if let Some(r) = &from.secret_ref {
+                ("Secret", r.name.clone(), r.optional.unwrap_or(false))
+            } else {
+                continue;
+            };
+            match self.config_data(pod, kind, &name).await? {
+                Some(data) => {
+                    for (k, v) in data {
+                        set(format!("{prefix}{k}"), String::from_utf8_lossy(&v).into_owned());
+                    }
+                }
+                None if optional => {}
+                None => return Err(bad(format!("{kind} {name:?} not found"))),
+            }
+        }
+        for e in c.env.iter().flatten() {
+            let value = if let Some(v) = &e.value {
+                v.clone()
+            } else if let Some(from) = &e.value_from {
+                if let Some(r) = &from.config_map_key_ref {
+                    let data = self.config_data(pod, "ConfigMap", &r.name).await?;
+                    match data.and_then(|d| d.get(&r.key).cloned()) {
+                        Some(v) => String::from_utf8_lossy(&v).into_owned(),
+                        None if r.optional.unwrap_or(false) => continue,
+                        None => return Err(bad(format!("couldn't find key {} in ConfigMap {}", r.key, r.name))),
+                    }
+                } else if let Some(r) = &from.secret_key_ref {
+                    let data = self.config_data(pod, "Secret", &r.name).await?;
+                    match data.and_then(|d| d.get(&r.key).cloned()) {
+                        Some(v) => String::from_utf8_lossy(&v).into_owned(),
+                        None if r.optional.unwrap_or(false) => continue,
+                        None => return Err(bad(format!("couldn't find key {} in Secret {}", r.key, r.name))),
+                    }
+                } else if let Some(f) = &from.field_ref {
+                    let m = &pod.metadata;
+                    match f.field_path.as_str() {
+                        "metadata.name" => m.name.clone().unwrap_or_default(),
+                        "metadata.namespace" => m.namespace.clone().unwrap_or_default(),
+                        "metadata.uid" => m.uid.clone().unwrap_or_default(),
+                        "spec.nodeName" => pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default(),
+                        "spec.serviceAccountName" => {
+                            pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_default()
+                        }
+                        "status.podIP" => pod_ip.to_string(),
+                        "status.hostIP" => pod.status.as_ref().and_then(|s| s.host_ip.clone()).unwrap_or_default(),
+                        other => return Err(bad(format!("unsupported fieldRef {other}"))),
+                    }
+                } else {
+                    return Err(bad(format!("env {}: unsupported valueFrom", e.name)));
+                }
+            } else {
+                String::new()
+            };
+            set(e.name.clone(), value);
+        }
+        set("HOSTNAME".into(), pod.metadata.name.clone().unwrap_or_default());
+        Ok(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
+    }
+
+    /// Materialize the pod's volumes under the pod dir; returns name → host path.
+    async fn volumes(&self, pod: &Pod, uid: &str) -> Result<HashMap<String, PathBuf>, RuntimeError> {
+        let bad = |w: String| RuntimeError::InvalidPod { pod: pod_key(pod), what: w };
+        let io = |e: std::io::Error| RuntimeError::Backend(format!("volume: {e}"));
+        let mut out = HashMap::new();
+        for v in pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default() {
+            let dir = self.pod_dir(uid).join("volumes").join(&v.name);
+            if let Some(h) = &v.host_path {
+                out.insert(v.name.clone(), PathBuf::from(&h.path));
+                continue;
+            }
+            let (kind, name, items, optional) = if let Some(cm) = &v.config_map {
+                ("ConfigMap", cm.name.clone(), cm.items.clone(), cm.optional.unwrap_or(false))
+            } else if let Some(s) = &v.secret {
+                ("Secret", s.secret_name.clone().unwrap_or_default(), s.items.clone(), s.optional.unwrap_or(false))
+            } else if v.empty_dir.is_some() {
+                std::fs::create_dir_all(&dir).map_err(io)?;
+                out.insert(v.name.clone(), dir);
+                continue;
+            } else {
+                return Err(bad(format!(
+                    "volume {}: only emptyDir, configMap, secret and hostPath are supported",
+                    v.name
+                )));
+            };
+            std::fs::create_dir_all(&dir).map_err(io)?;
+            match self.config_data(pod, kind, &name).await? {
+                Some(data) => {
+                    for (k, val) in &data {
+                        let path = match &items {
+                            Some(items) => match items.iter().find(|i| &i.key == k) {
+                                Some(i) => i.path.clone(),
+                                None => continue,
+                            },
+                            None => k.clone(),
+                        };
+                        if path.contains("..") || path.starts_with('/') {
+                            return Err(bad(format!("volume {}: bad item path {path:?}", v.name)));
+                        }
+                        let target = dir.join(&path);
+                        if let Some(parent) = target.parent() {
+                            std::fs::create_dir_all(parent).map_err(io)?;
+                        }
+                        std::fs::write(target, val).map_err(io)?;
+                    }
+                }
+                None if optional => {}
+                None => return Err(bad(format!("{kind} {name:?} for volume {} not found", v.name))),
+            }
+            out.insert(v.name.clone(), dir);
+        }
+        Ok(out)
     }
 
     fn memo<T>(&self, f: impl FnOnce(&mut HashMap<String, PodMemo>) -> T) -> Result<T, RuntimeError> {
@@ -203,6 +371,8 @@ impl ContainerdRuntime {
         uid: &str,
         c: &k8s_openapi::api::core::v1::Container,
         image: &ImageInfo,
+        env: Vec<String>,
+        volumes: &HashMap<String, PathBuf>,
     ) -> Result<Vec<u8>, RuntimeError> {
         let bad = |w: String| RuntimeError::InvalidPod { pod: pod_key(pod), what: w };
         let mut spec = serde_json::to_value(oci_spec::runtime::Spec::default()).map_err(|e| bad(e.to_string()))?;
@@ -215,15 +385,7 @@ impl ContainerdRuntime {
         if args.is_empty() {
             return Err(bad(format!("container {}: no command and the image has none", c.name)));
         }
-        let mut env: Vec<String> = image.env.clone();
-        for e in c.env.iter().flatten() {
-            if let Some(v) = &e.value {
-                env.retain(|x| !x.starts_with(&format!("{}=", e.name)));
-                env.push(format!("{}={v}", e.name));
-            }
-        }
         let name = pod.metadata.name.clone().unwrap_or_default();
-        env.push(format!("HOSTNAME={name}"));
         spec["process"]["args"] = serde_json::json!(args);
         spec["process"]["env"] = serde_json::json!(env);
         spec["process"]["cwd"] =
@@ -239,6 +401,19 @@ impl ContainerdRuntime {
                 mounts.push(serde_json::json!({
                     "destination": target, "type": "bind",
                     "source": dir.join(file), "options": ["rbind", "rw"],
+                }));
+            }
+            for m in c.volume_mounts.iter().flatten() {
+                let source = volumes
+                    .get(&m.name)
+                    .ok_or_else(|| bad(format!("volumeMount {}: no volume of that name", m.name)))?;
+                let source = match &m.sub_path {
+                    Some(sp) if !sp.is_empty() && !sp.contains("..") => source.join(sp),
+                    _ => source.clone(),
+                };
+                let ro = if m.read_only.unwrap_or(false) { "ro" } else { "rw" };
+                mounts.push(serde_json::json!({
+                    "destination": m.mount_path, "type": "bind", "source": source, "options": ["rbind", ro],
                 }));
             }
         }
@@ -263,7 +438,10 @@ impl ContainerdRuntime {
         restarts: i32,
     ) -> Result<(), RuntimeError> {
         let id = container_id(uid, &c.name);
-        let spec = self.spec(pod, uid, c, image)?;
+        let pod_ip = self.memo(|m| m.get(uid).and_then(|p| p.ips.first().cloned()).unwrap_or_default())?;
+        let env = self.environment(pod, c, image, &pod_ip).await?;
+        let volumes = self.volumes(pod, uid).await?;
+        let spec = self.spec(pod, uid, c, image, env, &volumes)?;
         let snapshotter = self.ctrd.snapshotter.clone();
         let mounts = match self
             .ctrd
@@ -536,16 +714,33 @@ impl Runtime for ContainerdRuntime {
                                     self.remove_container(&id, Duration::ZERO).await?;
                                 }
                                 let restarts = if last.is_some() { restarts + 1 } else { restarts };
-                                self.start_container(pod, &uid, c, &image, restarts).await?;
-                                let now = now_seconds();
-                                self.memo(|m| {
-                                    let cm =
-                                        m.entry(uid.clone()).or_default().containers.entry(c.name.clone()).or_default();
-                                    cm.restarts = restarts;
-                                    cm.restart_at = None;
-                                    cm.started_at = Some(now);
-                                })?;
-                                State::Running { started_at: now }
+                                match self.start_container(pod, &uid, c, &image, restarts).await {
+                                    Ok(()) => {
+                                        let now = now_seconds();
+                                        self.memo(|m| {
+                                            let cm = m
+                                                .entry(uid.clone())
+                                                .or_default()
+                                                .containers
+                                                .entry(c.name.clone())
+                                                .or_default();
+                                            cm.restarts = restarts;
+                                            cm.restart_at = None;
+                                            cm.started_at = Some(now);
+                                        })?;
+                                        State::Running { started_at: now }
+                                    }
+                                    // Bad configuration (missing ConfigMap key, ...): wait and retry.
+                                    Err(RuntimeError::InvalidPod { what, .. }) => {
+                                        let _ = self.remove_container(&id, Duration::ZERO).await;
+                                        resync = Some(Duration::from_secs(1));
+                                        State::Waiting {
+                                            reason: "CreateContainerConfigError".into(),
+                                            message: Some(what),
+                                        }
+                                    }
+                                    Err(e) => return Err(e),
+                                }
                             }
                         }
                     }
