@@ -210,3 +210,135 @@ async fn pods_run_on_containerd() -> Result<()> {
     task.abort();
     Ok(())
 }
+
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// (restartCount, startedAt) of each pod's first container.
+fn snapshot(list: &[Pod]) -> Vec<(String, i32, String)> {
+    let mut out: Vec<_> = list
+        .iter()
+        .map(|p| {
+            let cs = p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).and_then(|c| c.first());
+            (
+                p.metadata.name.clone().unwrap_or_default(),
+                cs.map(|c| c.restart_count).unwrap_or(-1),
+                format!(
+                    "{:?}",
+                    cs.and_then(|c| c.state.as_ref()).and_then(|s| s.running.as_ref()).map(|r| &r.started_at)
+                ),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_and_restart_keeps_pods_running() -> Result<()> {
+    let cluster = Cluster::start().await?;
+    let client = cluster.client().await?;
+    let daemon = ferry_testkit::Containerd::start().await?;
+    let root = tempfile::tempdir()?;
+    let archive = root.path().join("bb.tar");
+    ferry_testkit::busybox_image_archive(&archive, "docker.io/ferry/busybox:test")?;
+    let ctrd = Containerd::connect(&daemon.socket, NAMESPACE).await?;
+    ctrd.import_archive(&archive).await?;
+    let u = unique().wrapping_add(0x5a5a5a);
+    let bridge = Bridge(format!("fy{:x}", u & 0xffffff));
+    let subnet = format!("10.{}.{}.0/24", 200 + (u % 50), (u >> 8) % 256);
+    let node_root = root.path().join("nodelet");
+    let spawn = || -> Result<Killed> {
+        Ok(Killed(
+            std::process::Command::new(env!("CARGO_BIN_EXE_ferry-nodelet"))
+                .args(["--runtime", "containerd", "--node-name", "ctr-r", "--node-ip", "127.0.0.1"])
+                .args(["--pod-cidr", &subnet, "--cni-bridge", &bridge.0])
+                .arg("--containerd-address")
+                .arg(&daemon.socket)
+                .arg("--kubeconfig")
+                .arg(cluster.kubeconfig())
+                .arg("--root-dir")
+                .arg(&node_root)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()?,
+        ))
+    };
+    let mut nodelet = spawn()?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for i in 0..10 {
+        let p: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("s{i}")},
+            "spec": {"nodeName": "ctr-r", "terminationGracePeriodSeconds": 1,
+                     "containers": [{"name": "c", "image": "ferry/busybox:test", "command": ["sleep", "3600"]}]}
+        }))?;
+        pods.create(&PostParams::default(), &p).await?;
+    }
+    let wait_all = |n: usize| {
+        let pods = pods.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+            loop {
+                let list = pods.list(&Default::default()).await?.items;
+                if list.len() == n && list.iter().all(ready) {
+                    return Ok::<_, anyhow::Error>(list);
+                }
+                if tokio::time::Instant::now() > deadline {
+                    bail!("pods not all Ready: {:?}", snapshot(&list));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let before = snapshot(&wait_all(10).await?);
+    assert!(before.iter().all(|(_, restarts, started)| *restarts == 0 && started != "None"), "{before:?}");
+
+    // kill -9; meanwhile one pod is force-deleted from the API.
+    nodelet.0.kill()?;
+    nodelet.0.wait()?;
+    let gone = pods.get("s9").await?.metadata.uid.context("uid")?;
+    pods.delete("s9", &DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() }).await?;
+    nodelet = spawn()?;
+
+    // The nodelet adopts what runs: same restart counts and start times, all still Ready,
+    // and the force-deleted pod's leftovers are removed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while ctrd.pod_uids().await?.contains(&gone) || cni::netns_path(&format!("ferry-{gone}")).exists() {
+        if tokio::time::Instant::now() > deadline {
+            bail!("leftovers of the deleted pod were not cleaned up");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Give the restarted nodelet a few sync rounds to (wrongly) change anything.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = snapshot(&wait_all(9).await?);
+    let expected: Vec<_> = before.into_iter().filter(|(n, _, _)| n != "s9").collect();
+    assert_eq!(after, expected);
+
+    for i in 0..9 {
+        pods.delete(&format!("s{i}"), &DeleteParams::default()).await?;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !pods.list(&Default::default()).await?.items.is_empty() {
+        if tokio::time::Instant::now() > deadline {
+            bail!("pods not removed");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(ctrd.pod_uids().await?.is_empty());
+    drop(nodelet);
+    Ok(())
+}

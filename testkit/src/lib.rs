@@ -169,6 +169,8 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
+        // Shims outlive containerd: kill this daemon's shims and their containers first.
+        kill_shims(&self.socket);
         let _ = self.child.kill();
         let _ = self.child.wait();
         // Shims of tasks still running die with their containers; unmount what containerd
@@ -266,6 +268,28 @@ pub fn busybox_image_archive(path: &Path, name: &str) -> Result<String> {
     }
     out.finish()?;
     Ok(diff_id)
+}
+
+/// SIGKILL every containerd shim serving `socket`, and the processes under it.
+fn kill_shims(socket: &Path) {
+    let needle = socket.display().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return };
+    for p in procs.filter_map(|e| e.ok()) {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains("containerd-shim") && cmdline.contains(&needle) {
+            kill_tree(pid);
+        }
+    }
+}
+
+fn kill_tree(pid: u32) {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    for child in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+        kill_tree(child);
+    }
+    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
 }
 
 fn containerd_binary() -> PathBuf {

@@ -436,7 +436,7 @@ impl ContainerdRuntime {
         c: &k8s_openapi::api::core::v1::Container,
         image: &ImageInfo,
         restarts: i32,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<Option<Timestamp>, RuntimeError> {
         let id = container_id(uid, &c.name);
         let pod_ip = self.memo(|m| m.get(uid).and_then(|p| p.ips.first().cloned()).unwrap_or_default())?;
         let env = self.environment(pod, c, image, &pod_ip).await?;
@@ -493,11 +493,11 @@ impl ContainerdRuntime {
             .containers()
             .create(self.ctrd.request_ns(CreateContainerRequest { container: Some(container) })?)
             .await;
-        match created {
-            Ok(_) => {}
-            Err(s) if s.code() == Code::AlreadyExists => {}
+        let created_at = match created {
+            Ok(r) => r.into_inner().container.and_then(|c| ts(&c.created_at)),
+            Err(s) if s.code() == Code::AlreadyExists => None,
             Err(s) => return Err(ContainerdError::from(s).into()),
-        }
+        };
         let log_dir = self.pod_dir(uid).join("logs").join(&c.name);
         std::fs::create_dir_all(&log_dir).map_err(|e| RuntimeError::Backend(format!("log dir: {e}")))?;
         let log = format!("file://{}", log_dir.join(format!("{restarts}.log")).display());
@@ -515,7 +515,8 @@ impl ContainerdRuntime {
             .start(self.ctrd.request_ns(StartRequest { container_id: id, exec_id: String::new() })?)
             .await
             .map_err(ContainerdError::from)?;
-        Ok(())
+        // The container's creation time is its start time: a restarted nodelet reads the same.
+        Ok(created_at)
     }
 
     /// Remove a container's task, container and snapshot (idempotent).
@@ -715,8 +716,8 @@ impl Runtime for ContainerdRuntime {
                                 }
                                 let restarts = if last.is_some() { restarts + 1 } else { restarts };
                                 match self.start_container(pod, &uid, c, &image, restarts).await {
-                                    Ok(()) => {
-                                        let now = now_seconds();
+                                    Ok(created_at) => {
+                                        let now = created_at.unwrap_or_else(now_seconds);
                                         self.memo(|m| {
                                             let cm = m
                                                 .entry(uid.clone())
