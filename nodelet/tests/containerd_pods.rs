@@ -342,3 +342,68 @@ async fn kill_9_and_restart_keeps_pods_running() -> Result<()> {
     drop(nodelet);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_hog_is_oom_killed() -> Result<()> {
+    let cluster = Cluster::start().await?;
+    let client = cluster.client().await?;
+    let daemon = ferry_testkit::Containerd::start().await?;
+    let root = tempfile::tempdir()?;
+    let archive = root.path().join("bb.tar");
+    ferry_testkit::busybox_image_archive(&archive, "docker.io/ferry/busybox:test")?;
+    let ctrd = Containerd::connect(&daemon.socket, NAMESPACE).await?;
+    ctrd.import_archive(&archive).await?;
+    let u = unique().wrapping_add(0x3c3c3c);
+    let bridge = Bridge(format!("fy{:x}", u & 0xffffff));
+    let subnet = format!("10.{}.{}.0/24", 200 + (u % 50), (u >> 8) % 256);
+    let config = ContainerdConfig {
+        root_dir: root.path().join("nodelet"),
+        cni: CniConfig {
+            bin_dir: "/usr/lib/cni".into(),
+            bridge: bridge.0.clone(),
+            pod_cidr: subnet.clone(),
+            ipam_dir: root.path().join("ipam"),
+        },
+        backoff_start: Duration::from_secs(1),
+    };
+    let runtime = Arc::new(
+        ContainerdRuntime::new(Containerd::connect(&daemon.socket, NAMESPACE).await?, config)
+            .with_client(client.clone()),
+    );
+    let machine = Machine::probe(root.path(), Some([127, 0, 0, 1].into()))?;
+    let mut nodelet = Nodelet::new(client.clone(), Config::new("ctr-oom", root.path().to_path_buf()), machine, runtime);
+    nodelet.resync_period = Duration::from_millis(500);
+    let task = tokio::spawn(nodelet.run());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let hog: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "hog"},
+        "spec": {"nodeName": "ctr-oom", "restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "c", "image": "ferry/busybox:test",
+                                 "command": ["sh", "-c", "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done"],
+                                 "resources": {"limits": {"memory": "32Mi", "cpu": "500m"}}}]}
+    }))?;
+    pods.create(&PostParams::default(), &hog).await?;
+    let failed =
+        wait_pod(&pods, "hog", "Failed", |p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed"))
+            .await?;
+    let cs = failed.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default();
+    let t = cs.first().and_then(|c| c.state.as_ref()).and_then(|s| s.terminated.clone()).context("terminated")?;
+    assert_eq!((t.exit_code, t.reason.as_deref()), (137, Some("OOMKilled")));
+    pods.delete("hog", &DeleteParams::default()).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while pods.get_opt("hog").await?.is_some() {
+        if tokio::time::Instant::now() > deadline {
+            bail!("hog not removed");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A terminal pod goes from the API at once; the nodelet then removes its container.
+    while !ctrd.pod_uids().await?.is_empty() {
+        if tokio::time::Instant::now() > deadline {
+            bail!("the hog's container was not removed");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    task.abort();
+    Ok(())
+}

@@ -426,6 +426,36 @@ impl ContainerdRuntime {
             }
         }
         spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/ferry/{uid}/{}", c.name));
+        let resources = c.resources.clone().unwrap_or_default();
+        let quantity = |map: &Option<
+            std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+        >,
+                        key: &str| {
+            map.as_ref()
+                .and_then(|m| m.get(key))
+                .map(|q| {
+                    ferry_api::validation::quantity::parse_quantity(&q.0)
+                        .map(|q| q.as_nanos())
+                        .ok_or_else(|| bad(format!("container {}: bad quantity {key}={}", c.name, q.0)))
+                })
+                .transpose()
+        };
+        let nanos_per = |n: i128, unit: i128| ((n + unit - 1) / unit).max(0) as u64;
+        if let Some(mem) = quantity(&resources.limits, "memory")? {
+            let bytes = nanos_per(mem, 1_000_000_000);
+            spec["linux"]["resources"]["memory"] = serde_json::json!({"limit": bytes, "swap": bytes});
+        }
+        let request_cpu = quantity(&resources.requests, "cpu")?.or(quantity(&resources.limits, "cpu")?);
+        let mut cpu = serde_json::Map::new();
+        // Kubernetes: shares = millicores * 1024 / 1000 (min 2); quota = limit over a 100 ms period.
+        let shares = request_cpu.map(|n| nanos_per(n, 1_000_000) * 1024 / 1000).unwrap_or(2).max(2);
+        cpu.insert("shares".into(), shares.into());
+        if let Some(limit) = quantity(&resources.limits, "cpu")? {
+            let quota = (nanos_per(limit, 1_000_000) * 100).max(1000);
+            cpu.insert("quota".into(), quota.into());
+            cpu.insert("period".into(), 100_000u64.into());
+        }
+        spec["linux"]["resources"]["cpu"] = serde_json::Value::Object(cpu);
         serde_json::to_vec(&spec).map_err(|e| bad(e.to_string()))
     }
 
@@ -583,6 +613,18 @@ impl ContainerdRuntime {
     }
 }
 
+/// Whether the kernel OOM-killed a process in the container's memory cgroup (v1 or v2).
+fn oom_killed(uid: &str, name: &str) -> bool {
+    let v1 = format!("/sys/fs/cgroup/memory/ferry/{uid}/{name}/memory.oom_control");
+    let v2 = format!("/sys/fs/cgroup/ferry/{uid}/{name}/memory.events");
+    [v1, v2].iter().any(|path| {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok()).is_some_and(|n| n > 0))
+    })
+}
+
 /// runc removes a container's cgroup but not the pod's parent (`/ferry/<uid>`): remove it in
 /// every hierarchy (cgroup v1 controllers and the v2 root). Only empty cgroups can go.
 fn remove_pod_cgroups(uid: &str) {
@@ -654,9 +696,16 @@ impl Runtime for ContainerdRuntime {
                 }
                 Some(p) if p.status == 3 => {
                     let exit = p.exit_status as i32;
+                    let reason = if exit == 0 {
+                        "Completed"
+                    } else if oom_killed(&uid, &c.name) {
+                        "OOMKilled"
+                    } else {
+                        "Error"
+                    };
                     let t = Terminated {
                         exit_code: exit,
-                        reason: if exit == 0 { "Completed".into() } else { "Error".into() },
+                        reason: reason.into(),
                         message: None,
                         started_at,
                         finished_at: ts(&p.exited_at).or(Some(now_seconds())),
