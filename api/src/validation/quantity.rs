@@ -23,6 +23,11 @@ impl Quantity {
         self.nanos < 0
     }
 
+    /// The value in units of 10^-9 (e.g. `1Mi` is 1048576 * 10^9, `100m` is 10^8).
+    pub fn as_nanos(self) -> i128 {
+        self.nanos
+    }
+
     /// Whether the quantity is a whole number.
     pub fn is_integer(self) -> bool {
         self.nanos % 1_000_000_000 == 0
