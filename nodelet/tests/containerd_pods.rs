@@ -114,17 +114,23 @@ async fn pods_run_on_containerd() -> Result<()> {
             "terminationGracePeriodSeconds": 2,
             "containers": [
                 {"name": "httpd", "image": "ferry/busybox:test",
-                 "command": ["sh", "-c", "echo hello-$GREETING-$TOKEN-$POD_NAME-$(cat /etc/cfg/page.txt) > /var/www/index.html; exec httpd -f -p 8080 -h /var/www"],
+                 "command": ["sh", "-c", "echo hello-$GREETING-$TOKEN-$POD_NAME-$(cat /etc/cfg/page.txt)-$(cat /work/init.txt) > /var/www/index.html; exec httpd -f -p 8080 -h /var/www"],
                  "env": [
                     {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "web-config", "key": "greeting"}}},
                     {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "web-secret", "key": "token"}}},
                     {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
                  ],
-                 "volumeMounts": [{"name": "cfg", "mountPath": "/etc/cfg", "readOnly": true}]},
+                 "volumeMounts": [{"name": "cfg", "mountPath": "/etc/cfg", "readOnly": true}, {"name": "work", "mountPath": "/work"}]},
                 {"name": "client", "image": "ferry/busybox:test",
                  "command": ["sh", "-c", "while true; do wget -q -O - http://127.0.0.1:8080/index.html; sleep 0.5; done"]}
             ],
-            "volumes": [{"name": "cfg", "configMap": {"name": "web-config"}}]
+            "initContainers": [
+                {"name": "first", "image": "ferry/busybox:test", "command": ["sh", "-c", "echo from > /work/init.txt"],
+                 "volumeMounts": [{"name": "work", "mountPath": "/work"}]},
+                {"name": "second", "image": "ferry/busybox:test", "command": ["sh", "-c", "sed -i s/from/from-init/ /work/init.txt"],
+                 "volumeMounts": [{"name": "work", "mountPath": "/work"}]}
+            ],
+            "volumes": [{"name": "cfg", "configMap": {"name": "web-config"}}, {"name": "work", "emptyDir": {}}]
         }
     }))?;
     pods.create(&PostParams::default(), &web).await?;
@@ -139,12 +145,20 @@ async fn pods_run_on_containerd() -> Result<()> {
     let ip = running.status.as_ref().and_then(|s| s.pod_ip.clone()).context("podIP")?;
     let uid = running.metadata.uid.clone().context("uid")?;
     assert!(ip.starts_with(&subnet[..subnet.len() - 4]), "{ip} not in {subnet}");
+    let inits = running.status.as_ref().and_then(|s| s.init_container_statuses.clone()).unwrap_or_default();
+    let reasons: Vec<_> = inits
+        .iter()
+        .map(|c| {
+            c.state.as_ref().and_then(|s| s.terminated.as_ref()).and_then(|t| t.reason.clone()).unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(reasons, ["Completed", "Completed"]);
 
     // Reachable on the pod IP from the host.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let body = loop {
         match http_get(&ip, 8080, "/index.html").await {
-            Ok(b) if b.contains("hello-ferry-s3cret-web-from-volume") => break b,
+            Ok(b) if b.contains("hello-ferry-s3cret-web-from-volume-from-init") => break b,
             other if tokio::time::Instant::now() > deadline => bail!("httpd on {ip}: {other:?}"),
             _ => tokio::time::sleep(Duration::from_millis(200)).await,
         }

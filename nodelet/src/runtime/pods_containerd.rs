@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 const NAME_LABEL: &str = "io.ferry.container-name";
 const RESTARTS_LABEL: &str = "io.ferry.restart-count";
+const IMAGE_ID_LABEL: &str = "io.ferry.image-id";
 /// Kubernetes' initial crash backoff.
 pub const BACKOFF_START: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
@@ -503,6 +504,7 @@ impl ContainerdRuntime {
             (POD_UID_LABEL.to_string(), uid.to_string()),
             (NAME_LABEL.to_string(), c.name.clone()),
             (RESTARTS_LABEL.to_string(), restarts.to_string()),
+            (IMAGE_ID_LABEL.to_string(), image.image_id.clone()),
         ]);
         let container = Container {
             id: id.clone(),
@@ -613,6 +615,179 @@ impl ContainerdRuntime {
     }
 }
 
+impl ContainerdRuntime {
+    /// One container (init or app) one step toward its spec; what it is now.
+    #[allow(clippy::too_many_arguments)]
+    async fn sync_container(
+        &self,
+        pod: &Pod,
+        uid: &str,
+        c: &k8s_openapi::api::core::v1::Container,
+        policy: &str,
+        existing: &[Container],
+        resync: &mut Option<Duration>,
+        init: bool,
+    ) -> Result<ContainerState, RuntimeError> {
+        let id = container_id(uid, &c.name);
+        let mut image_id = String::new();
+        let have = existing.iter().find(|x| x.id == id);
+        if let Some(x) = have {
+            image_id = x.labels.get(IMAGE_ID_LABEL).cloned().unwrap_or_default();
+        }
+        // Adopt what containerd runs (restart count from the container's label).
+        if let Some(x) = have {
+            let restarts = x.labels.get(RESTARTS_LABEL).and_then(|r| r.parse().ok()).unwrap_or(0);
+            let created = ts(&x.created_at);
+            self.memo(|m| {
+                let cm = m.entry(uid.to_string()).or_default().containers.entry(c.name.clone()).or_default();
+                cm.restarts = cm.restarts.max(restarts);
+                if cm.started_at.is_none() {
+                    cm.started_at = created;
+                }
+            })?;
+        }
+        let task = match have {
+            Some(_) => match self
+                .ctrd
+                .client
+                .tasks()
+                .get(self.ctrd.request_ns(GetRequest { container_id: id.clone(), exec_id: String::new() })?)
+                .await
+            {
+                Ok(r) => r.into_inner().process,
+                Err(s) if s.code() == Code::NotFound => None,
+                Err(s) => return Err(ContainerdError::from(s).into()),
+            },
+            None => None,
+        };
+        let (restarts, last, restart_at, started_at) = self.memo(|m| {
+            let cm = m.entry(uid.to_string()).or_default().containers.entry(c.name.clone()).or_default();
+            (cm.restarts, cm.last.clone(), cm.restart_at, cm.started_at)
+        })?;
+        let state = match task {
+            Some(p) if p.status == 2 || p.status == 1 => {
+                State::Running { started_at: started_at.unwrap_or_else(now_seconds) }
+            }
+            Some(p) if p.status == 3 => {
+                let exit = p.exit_status as i32;
+                let reason = if exit == 0 {
+                    "Completed"
+                } else if oom_killed(uid, &c.name) {
+                    "OOMKilled"
+                } else {
+                    "Error"
+                };
+                let t = Terminated {
+                    exit_code: exit,
+                    reason: reason.into(),
+                    message: None,
+                    started_at,
+                    finished_at: ts(&p.exited_at).or(Some(now_seconds())),
+                };
+                let restart = if init {
+                    policy != "Never" && exit != 0
+                } else {
+                    policy == "Always" || (policy == "OnFailure" && exit != 0)
+                };
+                if restart {
+                    self.remove_container(&id, Duration::ZERO).await?;
+                    let backoff_start = self.config.backoff_start;
+                    let wait = self.memo(|m| {
+                        let cm = m.entry(uid.to_string()).or_default().containers.entry(c.name.clone()).or_default();
+                        cm.last = Some(t.clone());
+                        // Immediately the first time, then 10 s doubling up to 5 min.
+                        cm.delay = if cm.restarts == 0 && cm.delay.is_zero() {
+                            Duration::ZERO
+                        } else if cm.delay.is_zero() {
+                            backoff_start
+                        } else {
+                            (cm.delay * 2).min(BACKOFF_MAX)
+                        };
+                        cm.restart_at = Some(Instant::now() + cm.delay);
+                        cm.started_at = None;
+                        cm.delay
+                    })?;
+                    *resync = Some(resync.map_or(wait, |r| r.min(wait)));
+                    State::Waiting {
+                        reason: "CrashLoopBackOff".into(),
+                        message: Some(format!(
+                            "back-off {}s restarting failed container={} pod={}",
+                            wait.as_secs(),
+                            c.name,
+                            pod.metadata.name.clone().unwrap_or_default()
+                        )),
+                    }
+                } else {
+                    State::Terminated(t)
+                }
+            }
+            _ => {
+                // No task: start one unless backing off.
+                if restart_at.is_some_and(|at| at > Instant::now()) {
+                    let left = restart_at.map(|at| at - Instant::now()).unwrap_or_default();
+                    *resync = Some(resync.map_or(left, |r| r.min(left)));
+                    State::Waiting { reason: "CrashLoopBackOff".into(), message: None }
+                } else {
+                    match self.image(c.image.as_deref().unwrap_or_default()).await? {
+                        None => State::Waiting {
+                            reason: "ErrImageNeverPull".into(),
+                            message: Some(format!(
+                                "image {} is not present (import it; registry pulls are not implemented yet)",
+                                c.image.as_deref().unwrap_or_default()
+                            )),
+                        },
+                        Some(image) => {
+                            image_id = image.image_id.clone();
+                            if have.is_some() {
+                                self.remove_container(&id, Duration::ZERO).await?;
+                            }
+                            let restarts = if last.is_some() { restarts + 1 } else { restarts };
+                            match self.start_container(pod, uid, c, &image, restarts).await {
+                                Ok(created_at) => {
+                                    let now = created_at.unwrap_or_else(now_seconds);
+                                    self.memo(|m| {
+                                        let cm = m
+                                            .entry(uid.to_string())
+                                            .or_default()
+                                            .containers
+                                            .entry(c.name.clone())
+                                            .or_default();
+                                        cm.restarts = restarts;
+                                        cm.restart_at = None;
+                                        cm.started_at = Some(now);
+                                    })?;
+                                    State::Running { started_at: now }
+                                }
+                                // Bad configuration (missing ConfigMap key, ...): wait and retry.
+                                Err(RuntimeError::InvalidPod { what, .. }) => {
+                                    let _ = self.remove_container(&id, Duration::ZERO).await;
+                                    *resync = Some(Duration::from_secs(1));
+                                    State::Waiting { reason: "CreateContainerConfigError".into(), message: Some(what) }
+                                }
+                                Err(e) => return Err(e),
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let (restarts, last) = self.memo(|m| {
+            let cm = m.entry(uid.to_string()).or_default().containers.entry(c.name.clone()).or_default();
+            (cm.restarts, cm.last.clone())
+        })?;
+        let running = matches!(state, State::Running { .. });
+        Ok(ContainerState {
+            name: c.name.clone(),
+            container_id: Some(format!("containerd://{id}")),
+            image_id,
+            state,
+            last_terminated: last,
+            restart_count: restarts,
+            ready: running && c.readiness_probe.is_none(),
+        })
+    }
+}
+
 /// Whether the kernel OOM-killed a process in the container's memory cgroup (v1 or v2).
 fn oom_killed(uid: &str, name: &str) -> bool {
     let v1 = format!("/sys/fs/cgroup/memory/ferry/{uid}/{name}/memory.oom_control");
@@ -656,164 +831,24 @@ impl Runtime for ContainerdRuntime {
         let existing = self.pod_containers(&uid).await?;
         let mut out = Vec::new();
         let mut resync: Option<Duration> = None;
-        for c in &spec.containers {
-            let id = container_id(&uid, &c.name);
-            let mut image_id = String::new();
-            let have = existing.iter().find(|x| x.id == id);
-            // Adopt what containerd runs (restart count from the container's label).
-            if let Some(x) = have {
-                let restarts = x.labels.get(RESTARTS_LABEL).and_then(|r| r.parse().ok()).unwrap_or(0);
-                let created = ts(&x.created_at);
-                self.memo(|m| {
-                    let cm = m.entry(uid.clone()).or_default().containers.entry(c.name.clone()).or_default();
-                    cm.restarts = cm.restarts.max(restarts);
-                    if cm.started_at.is_none() {
-                        cm.started_at = created;
-                    }
-                })?;
+        let mut init_containers = Vec::new();
+        let mut initialized = true;
+        for c in spec.init_containers.iter().flatten() {
+            let st = self.sync_container(pod, &uid, c, &policy, &existing, &mut resync, true).await?;
+            let done = matches!(&st.state, State::Terminated(t) if t.exit_code == 0);
+            init_containers.push(st);
+            if !done {
+                initialized = false;
+                break;
             }
-            let task = match have {
-                Some(_) => match self
-                    .ctrd
-                    .client
-                    .tasks()
-                    .get(self.ctrd.request_ns(GetRequest { container_id: id.clone(), exec_id: String::new() })?)
-                    .await
-                {
-                    Ok(r) => r.into_inner().process,
-                    Err(s) if s.code() == Code::NotFound => None,
-                    Err(s) => return Err(ContainerdError::from(s).into()),
-                },
-                None => None,
-            };
-            let (restarts, last, restart_at, started_at) = self.memo(|m| {
-                let cm = m.entry(uid.clone()).or_default().containers.entry(c.name.clone()).or_default();
-                (cm.restarts, cm.last.clone(), cm.restart_at, cm.started_at)
-            })?;
-            let state = match task {
-                Some(p) if p.status == 2 || p.status == 1 => {
-                    State::Running { started_at: started_at.unwrap_or_else(now_seconds) }
-                }
-                Some(p) if p.status == 3 => {
-                    let exit = p.exit_status as i32;
-                    let reason = if exit == 0 {
-                        "Completed"
-                    } else if oom_killed(&uid, &c.name) {
-                        "OOMKilled"
-                    } else {
-                        "Error"
-                    };
-                    let t = Terminated {
-                        exit_code: exit,
-                        reason: reason.into(),
-                        message: None,
-                        started_at,
-                        finished_at: ts(&p.exited_at).or(Some(now_seconds())),
-                    };
-                    let restart = policy == "Always" || (policy == "OnFailure" && exit != 0);
-                    if restart {
-                        self.remove_container(&id, Duration::ZERO).await?;
-                        let backoff_start = self.config.backoff_start;
-                        let wait = self.memo(|m| {
-                            let cm = m.entry(uid.clone()).or_default().containers.entry(c.name.clone()).or_default();
-                            cm.last = Some(t.clone());
-                            // Immediately the first time, then 10 s doubling up to 5 min.
-                            cm.delay = if cm.restarts == 0 && cm.delay.is_zero() {
-                                Duration::ZERO
-                            } else if cm.delay.is_zero() {
-                                backoff_start
-                            } else {
-                                (cm.delay * 2).min(BACKOFF_MAX)
-                            };
-                            cm.restart_at = Some(Instant::now() + cm.delay);
-                            cm.started_at = None;
-                            cm.delay
-                        })?;
-                        resync = Some(resync.map_or(wait, |r| r.min(wait)));
-                        State::Waiting {
-                            reason: "CrashLoopBackOff".into(),
-                            message: Some(format!(
-                                "back-off {}s restarting failed container={} pod={}",
-                                wait.as_secs(),
-                                c.name,
-                                pod.metadata.name.clone().unwrap_or_default()
-                            )),
-                        }
-                    } else {
-                        State::Terminated(t)
-                    }
-                }
-                _ => {
-                    // No task: start one unless backing off.
-                    if restart_at.is_some_and(|at| at > Instant::now()) {
-                        let left = restart_at.map(|at| at - Instant::now()).unwrap_or_default();
-                        resync = Some(resync.map_or(left, |r| r.min(left)));
-                        State::Waiting { reason: "CrashLoopBackOff".into(), message: None }
-                    } else {
-                        match self.image(c.image.as_deref().unwrap_or_default()).await? {
-                            None => State::Waiting {
-                                reason: "ErrImageNeverPull".into(),
-                                message: Some(format!(
-                                    "image {} is not present (import it; registry pulls are not implemented yet)",
-                                    c.image.as_deref().unwrap_or_default()
-                                )),
-                            },
-                            Some(image) => {
-                                image_id = image.image_id.clone();
-                                if have.is_some() {
-                                    self.remove_container(&id, Duration::ZERO).await?;
-                                }
-                                let restarts = if last.is_some() { restarts + 1 } else { restarts };
-                                match self.start_container(pod, &uid, c, &image, restarts).await {
-                                    Ok(created_at) => {
-                                        let now = created_at.unwrap_or_else(now_seconds);
-                                        self.memo(|m| {
-                                            let cm = m
-                                                .entry(uid.clone())
-                                                .or_default()
-                                                .containers
-                                                .entry(c.name.clone())
-                                                .or_default();
-                                            cm.restarts = restarts;
-                                            cm.restart_at = None;
-                                            cm.started_at = Some(now);
-                                        })?;
-                                        State::Running { started_at: now }
-                                    }
-                                    // Bad configuration (missing ConfigMap key, ...): wait and retry.
-                                    Err(RuntimeError::InvalidPod { what, .. }) => {
-                                        let _ = self.remove_container(&id, Duration::ZERO).await;
-                                        resync = Some(Duration::from_secs(1));
-                                        State::Waiting {
-                                            reason: "CreateContainerConfigError".into(),
-                                            message: Some(what),
-                                        }
-                                    }
-                                    Err(e) => return Err(e),
-                                }
-                            }
-                        }
-                    }
-                }
-            };
-            let (restarts, last) = self.memo(|m| {
-                let cm = m.entry(uid.clone()).or_default().containers.entry(c.name.clone()).or_default();
-                (cm.restarts, cm.last.clone())
-            })?;
-            let running = matches!(state, State::Running { .. });
-            out.push(ContainerState {
-                name: c.name.clone(),
-                container_id: Some(format!("containerd://{id}")),
-                image_id,
-                state,
-                last_terminated: last,
-                restart_count: restarts,
-                ready: running && c.readiness_probe.is_none(),
-            });
+        }
+        for c in spec.containers.iter().filter(|_| initialized) {
+            let st = self.sync_container(pod, &uid, c, &policy, &existing, &mut resync, false).await?;
+            out.push(st);
         }
         Ok(PodState {
             pod_ips,
-            init_containers: Vec::new(),
+            init_containers,
             containers: out,
             resync_after: resync.or(Some(Duration::from_secs(1))),
         })
