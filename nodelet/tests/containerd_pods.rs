@@ -195,12 +195,55 @@ async fn pods_run_on_containerd() -> Result<()> {
     assert_eq!((last.exit_code, last.reason.as_deref()), (3, Some("Error")));
     assert_eq!(looping.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Running"));
 
+    // Readiness gates Ready (httpGet against a file the test controls); a failing liveness
+    // probe (tcpSocket on a closed port) restarts its container.
+    let www = root.path().join("www");
+    std::fs::create_dir_all(&www)?;
+    let probed: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "probed"},
+        "spec": {"nodeName": "ctr-1", "terminationGracePeriodSeconds": 1,
+                 "containers": [
+                    {"name": "web", "image": "ferry/busybox:test", "command": ["httpd", "-f", "-p", "8080", "-h", "/www"],
+                     "ports": [{"name": "http", "containerPort": 8080}],
+                     "readinessProbe": {"httpGet": {"path": "/ready.html", "port": "http"}, "periodSeconds": 1, "failureThreshold": 1},
+                     "volumeMounts": [{"name": "www", "mountPath": "/www"}]},
+                    {"name": "dead", "image": "ferry/busybox:test", "command": ["sleep", "3600"],
+                     "livenessProbe": {"tcpSocket": {"port": 9999}, "periodSeconds": 1, "failureThreshold": 1}}
+                 ],
+                 "volumes": [{"name": "www", "hostPath": {"path": www}}]}
+    }))?;
+    pods.create(&PostParams::default(), &probed).await?;
+    let container = |p: &Pod, name: &str| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c.iter().find(|c| c.name == name).cloned())
+    };
+    let restarted = wait_pod(&pods, "probed", "liveness restart while web runs unready", |p| {
+        let web = container(p, "web");
+        let dead = container(p, "dead");
+        web.is_some_and(|w| w.state.as_ref().is_some_and(|s| s.running.is_some()) && !w.ready)
+            && dead.is_some_and(|d| d.restart_count >= 1)
+    })
+    .await?;
+    let ready_cond = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready").map(|c| c.status.clone()))
+    };
+    assert_eq!(ready_cond(&restarted).as_deref(), Some("False"));
+    std::fs::write(www.join("ready.html"), "ok")?;
+    wait_pod(&pods, "probed", "web ready", |p| container(p, "web").is_some_and(|w| w.ready)).await?;
+    std::fs::remove_file(www.join("ready.html"))?;
+    wait_pod(&pods, "probed", "web unready again", |p| container(p, "web").is_some_and(|w| !w.ready)).await?;
+
     // Deleting leaves no container, task, snapshot, netns or IP allocation behind.
-    for name in ["web", "crash"] {
+    for name in ["web", "crash", "probed"] {
         pods.delete(name, &DeleteParams::default()).await?;
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while pods.get_opt("web").await?.is_some() || pods.get_opt("crash").await?.is_some() {
+    while !pods.list(&Default::default()).await?.items.is_empty() {
         if tokio::time::Instant::now() > deadline {
             bail!("pods not removed");
         }

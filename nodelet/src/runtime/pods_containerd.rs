@@ -9,6 +9,7 @@
 use super::cni::{self, CniConfig};
 use super::containerd::{Containerd, ContainerdError, POD_UID_LABEL};
 use super::image::normalize_reference;
+use super::probe::{self, ProbeState};
 use super::{now_seconds, pod_key, ContainerState, PodState, Runtime, RuntimeError, State, Terminated};
 use containerd_client::services::v1::container::Runtime as CtrRuntime;
 use containerd_client::services::v1::snapshots::{MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest};
@@ -63,6 +64,11 @@ struct ContainerMemo {
     restart_at: Option<Instant>,
     delay: Duration,
     started_at: Option<Timestamp>,
+    /// When this nodelet first saw the current instance running (probe delays count from here).
+    seen_running: Option<Instant>,
+    liveness: ProbeState,
+    readiness: ProbeState,
+    startup: ProbeState,
 }
 
 #[derive(Default)]
@@ -666,7 +672,15 @@ impl ContainerdRuntime {
         })?;
         let state = match task {
             Some(p) if p.status == 2 || p.status == 1 => {
-                State::Running { started_at: started_at.unwrap_or_else(now_seconds) }
+                if self.probe(uid, c, resync).await? {
+                    State::Running { started_at: started_at.unwrap_or_else(now_seconds) }
+                } else {
+                    // Liveness or startup probe failed: kill it; the next sync restarts it.
+                    let kill = KillRequest { container_id: id.clone(), exec_id: String::new(), signal: 9, all: true };
+                    let _ = self.ctrd.client.tasks().kill(self.ctrd.request_ns(kill)?).await;
+                    *resync = Some(Duration::from_millis(200));
+                    State::Running { started_at: started_at.unwrap_or_else(now_seconds) }
+                }
             }
             Some(p) if p.status == 3 => {
                 let exit = p.exit_status as i32;
@@ -776,6 +790,18 @@ impl ContainerdRuntime {
             (cm.restarts, cm.last.clone())
         })?;
         let running = matches!(state, State::Running { .. });
+        let ready = self.memo(|m| {
+            let cm = m.entry(uid.to_string()).or_default().containers.entry(c.name.clone()).or_default();
+            if !running {
+                // A new instance starts its probes from scratch.
+                cm.seen_running = None;
+                cm.liveness = ProbeState::default();
+                cm.readiness = ProbeState::default();
+                cm.startup = ProbeState::default();
+            }
+            let started = c.startup_probe.is_none() || cm.startup.passing;
+            started && (c.readiness_probe.is_none() || cm.readiness.passing)
+        })?;
         Ok(ContainerState {
             name: c.name.clone(),
             container_id: Some(format!("containerd://{id}")),
@@ -783,8 +809,64 @@ impl ContainerdRuntime {
             state,
             last_terminated: last,
             restart_count: restarts,
-            ready: running && c.readiness_probe.is_none(),
+            ready: running && ready,
         })
+    }
+}
+
+impl ContainerdRuntime {
+    /// Run the container's due probes; false when liveness or startup says to restart it.
+    async fn probe(
+        &self,
+        uid: &str,
+        c: &k8s_openapi::api::core::v1::Container,
+        resync: &mut Option<Duration>,
+    ) -> Result<bool, RuntimeError> {
+        if c.liveness_probe.is_none() && c.readiness_probe.is_none() && c.startup_probe.is_none() {
+            return Ok(true);
+        }
+        let (ip, mut cm_states, seen) = self.memo(|m| {
+            let pm = m.entry(uid.to_string()).or_default();
+            let ip = pm.ips.first().cloned().unwrap_or_default();
+            let cm = pm.containers.entry(c.name.clone()).or_default();
+            let seen = *cm.seen_running.get_or_insert_with(Instant::now);
+            (ip, (cm.liveness.clone(), cm.readiness.clone(), cm.startup.clone()), seen)
+        })?;
+        let mut alive = true;
+        let mut next = Duration::from_secs(10);
+        if let Some(p) = &c.startup_probe {
+            next = next.min(probe::period(p));
+            if !cm_states.2.passing {
+                if let probe::Verdict::Ran { .. } = probe::run(p, &mut cm_states.2, seen, &ip, c).await {
+                    let threshold = p.failure_threshold.unwrap_or(3).max(1);
+                    if !cm_states.2.passing && cm_states.2.failures >= threshold {
+                        alive = false;
+                    }
+                }
+            }
+        }
+        let started = c.startup_probe.is_none() || cm_states.2.passing;
+        if started {
+            if let Some(p) = &c.liveness_probe {
+                next = next.min(probe::period(p));
+                if cm_states.0.last_run.is_none() {
+                    cm_states.0.passing = true;
+                }
+                if let probe::Verdict::Ran { passing: false } = probe::run(p, &mut cm_states.0, seen, &ip, c).await {
+                    alive = false;
+                }
+            }
+            if let Some(p) = &c.readiness_probe {
+                next = next.min(probe::period(p));
+                probe::run(p, &mut cm_states.1, seen, &ip, c).await;
+            }
+        }
+        *resync = Some(resync.map_or(next, |r| r.min(next)));
+        self.memo(|m| {
+            let cm = m.entry(uid.to_string()).or_default().containers.entry(c.name.clone()).or_default();
+            (cm.liveness, cm.readiness, cm.startup) = cm_states;
+        })?;
+        Ok(alive)
     }
 }
 
