@@ -76,6 +76,7 @@ async fn pods_run_on_containerd() -> Result<()> {
             pod_cidr: subnet.clone(),
             ipam_dir: ipam_dir.clone(),
         },
+        host_ip: "127.0.0.1".into(),
         backoff_start: Duration::from_secs(1),
     };
     let runtime = Arc::new(
@@ -195,6 +196,31 @@ async fn pods_run_on_containerd() -> Result<()> {
     assert_eq!((last.exit_code, last.reason.as_deref()), (3, Some("Error")));
     assert_eq!(looping.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Running"));
 
+    // A hostNetwork pod has no netns of its own: it serves on the host's loopback.
+    let port = ferry_testkit::free_port()?;
+    let hostnet: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "hostnet"},
+        "spec": {"nodeName": "ctr-1", "hostNetwork": true, "terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "web", "image": "ferry/busybox:test",
+                                 "command": ["sh", "-c", format!("echo on-host > /var/www/index.html; exec httpd -f -p 127.0.0.1:{port} -h /var/www")]}]}
+    }))?;
+    pods.create(&PostParams::default(), &hostnet).await?;
+    let hp = wait_pod(&pods, "hostnet", "Running", |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    })
+    .await?;
+    assert_eq!(hp.status.as_ref().and_then(|s| s.pod_ip.as_deref()), Some("127.0.0.1"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match http_get("127.0.0.1", port, "/index.html").await {
+            Ok(b) if b.contains("on-host") => break,
+            other if tokio::time::Instant::now() > deadline => bail!("hostNetwork httpd: {other:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    let hp_uid = hp.metadata.uid.clone().unwrap_or_default();
+    assert!(!cni::netns_path(&format!("ferry-{hp_uid}")).exists());
+
     // Readiness gates Ready (httpGet against a file the test controls); a failing liveness
     // probe (tcpSocket on a closed port) restarts its container.
     let www = root.path().join("www");
@@ -239,7 +265,7 @@ async fn pods_run_on_containerd() -> Result<()> {
     wait_pod(&pods, "probed", "web unready again", |p| container(p, "web").is_some_and(|w| !w.ready)).await?;
 
     // Deleting leaves no container, task, snapshot, netns or IP allocation behind.
-    for name in ["web", "crash", "probed"] {
+    for name in ["web", "crash", "probed", "hostnet"] {
         pods.delete(name, &DeleteParams::default()).await?;
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -421,6 +447,7 @@ async fn memory_hog_is_oom_killed() -> Result<()> {
             pod_cidr: subnet.clone(),
             ipam_dir: root.path().join("ipam"),
         },
+        host_ip: "127.0.0.1".into(),
         backoff_start: Duration::from_secs(1),
     };
     let runtime = Arc::new(

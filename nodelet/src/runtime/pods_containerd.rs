@@ -53,6 +53,8 @@ pub struct ContainerdConfig {
     pub root_dir: PathBuf,
     /// Pod networking.
     pub cni: CniConfig,
+    /// The node's address (the pod IP of hostNetwork pods).
+    pub host_ip: String,
     /// Backoff before the second restart (doubling up to 5 min); Kubernetes uses 10 s.
     pub backoff_start: Duration,
 }
@@ -341,14 +343,19 @@ impl ContainerdRuntime {
         }
         let dir = self.pod_dir(uid);
         let ip_file = dir.join("ips");
+        let host_network = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
         let ips = match std::fs::read_to_string(&ip_file) {
             Ok(s) if !s.trim().is_empty() => s.lines().map(str::to_string).collect(),
             _ => {
                 let io = |e: std::io::Error| RuntimeError::Backend(format!("pod dir {}: {e}", dir.display()));
                 std::fs::create_dir_all(&dir).map_err(io)?;
-                let ns = netns_name(uid);
-                cni::create_netns(&ns).await?;
-                let ips = self.config.cni.add(uid, &ns).await?;
+                let ips = if host_network {
+                    vec![self.config.host_ip.clone()]
+                } else {
+                    let ns = netns_name(uid);
+                    cni::create_netns(&ns).await?;
+                    self.config.cni.add(uid, &ns).await?
+                };
                 let name = pod.metadata.name.clone().unwrap_or_default();
                 let ip = ips.first().cloned().unwrap_or_default();
                 std::fs::write(dir.join("hostname"), format!("{name}\n")).map_err(io)?;
@@ -424,8 +431,18 @@ impl ContainerdRuntime {
                 }));
             }
         }
+        let host_network = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+        if host_network {
+            // The host's network and host name.
+            if let Some(o) = spec.as_object_mut() {
+                o.remove("hostname");
+            }
+        }
         if let Some(nss) = spec["linux"]["namespaces"].as_array_mut() {
             nss.retain(|n| n["type"] != "cgroup");
+            if host_network {
+                nss.retain(|n| n["type"] != "network" && n["type"] != "uts");
+            }
             for n in nss.iter_mut() {
                 if n["type"] == "network" {
                     n["path"] = serde_json::json!(cni::netns_path(&netns_name(uid)));
