@@ -264,6 +264,45 @@ async fn pods_run_on_containerd() -> Result<()> {
     std::fs::remove_file(www.join("ready.html"))?;
     wait_pod(&pods, "probed", "web unready again", |p| container(p, "web").is_some_and(|w| !w.ready)).await?;
 
+    // Graceful termination: SIGTERM reaches a container that handles it; one that ignores it
+    // is killed after the grace period; both pods are then removed from the API.
+    let out = root.path().join("out");
+    std::fs::create_dir_all(&out)?;
+    for (name, script) in [
+        ("polite", "trap 'echo got-term > /out/term; exit 0' TERM; echo up > /out/up; while true; do sleep 0.2; done"),
+        ("stubborn", "trap '' TERM; while true; do sleep 0.2; done"),
+    ] {
+        let p: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"nodeName": "ctr-1", "terminationGracePeriodSeconds": 2,
+                     "containers": [{"name": "c", "image": "ferry/busybox:test", "command": ["sh", "-c", script],
+                                     "volumeMounts": [{"name": "out", "mountPath": "/out"}]}],
+                     "volumes": [{"name": "out", "hostPath": {"path": out}}]}
+        }))?;
+        pods.create(&PostParams::default(), &p).await?;
+        wait_pod(&pods, name, "Ready", ready).await?;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !out.join("up").exists() {
+        if tokio::time::Instant::now() > deadline {
+            bail!("polite container never started its loop");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for name in ["polite", "stubborn"] {
+        let deleted = pods.delete(name, &DeleteParams::default()).await?;
+        // Bound and running: the API server only marks it; the nodelet finishes the job.
+        assert!(deleted.is_left(), "{name} was removed before the nodelet stopped it");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while pods.get_opt("polite").await?.is_some() || pods.get_opt("stubborn").await?.is_some() {
+        if tokio::time::Instant::now() > deadline {
+            bail!("terminating pods not removed");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(std::fs::read_to_string(out.join("term"))?.trim(), "got-term");
+
     // Deleting leaves no container, task, snapshot, netns or IP allocation behind.
     for name in ["web", "crash", "probed", "hostnet"] {
         pods.delete(name, &DeleteParams::default()).await?;
