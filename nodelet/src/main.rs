@@ -162,6 +162,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     pod_cidr,
                     ipam_dir: args.root_dir.join("cni"),
                 },
+                host_ip: machine.ip.to_string(),
                 backoff_start: BACKOFF_START,
             };
             Nodelet::new(

@@ -76,6 +76,7 @@ async fn pods_run_on_containerd() -> Result<()> {
             pod_cidr: subnet.clone(),
             ipam_dir: ipam_dir.clone(),
         },
+        host_ip: "127.0.0.1".into(),
         backoff_start: Duration::from_secs(1),
     };
     let runtime = Arc::new(
@@ -114,17 +115,23 @@ async fn pods_run_on_containerd() -> Result<()> {
             "terminationGracePeriodSeconds": 2,
             "containers": [
                 {"name": "httpd", "image": "ferry/busybox:test",
-                 "command": ["sh", "-c", "echo hello-$GREETING-$TOKEN-$POD_NAME-$(cat /etc/cfg/page.txt) > /var/www/index.html; exec httpd -f -p 8080 -h /var/www"],
+                 "command": ["sh", "-c", "echo hello-$GREETING-$TOKEN-$POD_NAME-$(cat /etc/cfg/page.txt)-$(cat /work/init.txt) > /var/www/index.html; exec httpd -f -p 8080 -h /var/www"],
                  "env": [
                     {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "web-config", "key": "greeting"}}},
                     {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "web-secret", "key": "token"}}},
                     {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
                  ],
-                 "volumeMounts": [{"name": "cfg", "mountPath": "/etc/cfg", "readOnly": true}]},
+                 "volumeMounts": [{"name": "cfg", "mountPath": "/etc/cfg", "readOnly": true}, {"name": "work", "mountPath": "/work"}]},
                 {"name": "client", "image": "ferry/busybox:test",
                  "command": ["sh", "-c", "while true; do wget -q -O - http://127.0.0.1:8080/index.html; sleep 0.5; done"]}
             ],
-            "volumes": [{"name": "cfg", "configMap": {"name": "web-config"}}]
+            "initContainers": [
+                {"name": "first", "image": "ferry/busybox:test", "command": ["sh", "-c", "echo from > /work/init.txt"],
+                 "volumeMounts": [{"name": "work", "mountPath": "/work"}]},
+                {"name": "second", "image": "ferry/busybox:test", "command": ["sh", "-c", "sed -i s/from/from-init/ /work/init.txt"],
+                 "volumeMounts": [{"name": "work", "mountPath": "/work"}]}
+            ],
+            "volumes": [{"name": "cfg", "configMap": {"name": "web-config"}}, {"name": "work", "emptyDir": {}}]
         }
     }))?;
     pods.create(&PostParams::default(), &web).await?;
@@ -139,12 +146,20 @@ async fn pods_run_on_containerd() -> Result<()> {
     let ip = running.status.as_ref().and_then(|s| s.pod_ip.clone()).context("podIP")?;
     let uid = running.metadata.uid.clone().context("uid")?;
     assert!(ip.starts_with(&subnet[..subnet.len() - 4]), "{ip} not in {subnet}");
+    let inits = running.status.as_ref().and_then(|s| s.init_container_statuses.clone()).unwrap_or_default();
+    let reasons: Vec<_> = inits
+        .iter()
+        .map(|c| {
+            c.state.as_ref().and_then(|s| s.terminated.as_ref()).and_then(|t| t.reason.clone()).unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(reasons, ["Completed", "Completed"]);
 
     // Reachable on the pod IP from the host.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let body = loop {
         match http_get(&ip, 8080, "/index.html").await {
-            Ok(b) if b.contains("hello-ferry-s3cret-web-from-volume") => break b,
+            Ok(b) if b.contains("hello-ferry-s3cret-web-from-volume-from-init") => break b,
             other if tokio::time::Instant::now() > deadline => bail!("httpd on {ip}: {other:?}"),
             _ => tokio::time::sleep(Duration::from_millis(200)).await,
         }
@@ -181,12 +196,119 @@ async fn pods_run_on_containerd() -> Result<()> {
     assert_eq!((last.exit_code, last.reason.as_deref()), (3, Some("Error")));
     assert_eq!(looping.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Running"));
 
+    // A hostNetwork pod has no netns of its own: it serves on the host's loopback.
+    let port = ferry_testkit::free_port()?;
+    let hostnet: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "hostnet"},
+        "spec": {"nodeName": "ctr-1", "hostNetwork": true, "terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "web", "image": "ferry/busybox:test",
+                                 "command": ["sh", "-c", format!("echo on-host > /var/www/index.html; exec httpd -f -p 127.0.0.1:{port} -h /var/www")]}]}
+    }))?;
+    pods.create(&PostParams::default(), &hostnet).await?;
+    let hp = wait_pod(&pods, "hostnet", "Running", |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    })
+    .await?;
+    assert_eq!(hp.status.as_ref().and_then(|s| s.pod_ip.as_deref()), Some("127.0.0.1"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match http_get("127.0.0.1", port, "/index.html").await {
+            Ok(b) if b.contains("on-host") => break,
+            other if tokio::time::Instant::now() > deadline => bail!("hostNetwork httpd: {other:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    let hp_uid = hp.metadata.uid.clone().unwrap_or_default();
+    assert!(!cni::netns_path(&format!("ferry-{hp_uid}")).exists());
+
+    // Readiness gates Ready (httpGet against a file the test controls); a failing liveness
+    // probe (tcpSocket on a closed port) restarts its container.
+    let www = root.path().join("www");
+    std::fs::create_dir_all(&www)?;
+    let probed: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "probed"},
+        "spec": {"nodeName": "ctr-1", "terminationGracePeriodSeconds": 1,
+                 "containers": [
+                    {"name": "web", "image": "ferry/busybox:test", "command": ["httpd", "-f", "-p", "8080", "-h", "/www"],
+                     "ports": [{"name": "http", "containerPort": 8080}],
+                     "readinessProbe": {"httpGet": {"path": "/ready.html", "port": "http"}, "periodSeconds": 1, "failureThreshold": 1},
+                     "volumeMounts": [{"name": "www", "mountPath": "/www"}]},
+                    {"name": "dead", "image": "ferry/busybox:test", "command": ["sleep", "3600"],
+                     "livenessProbe": {"tcpSocket": {"port": 9999}, "periodSeconds": 1, "failureThreshold": 1}}
+                 ],
+                 "volumes": [{"name": "www", "hostPath": {"path": www}}]}
+    }))?;
+    pods.create(&PostParams::default(), &probed).await?;
+    let container = |p: &Pod, name: &str| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c.iter().find(|c| c.name == name).cloned())
+    };
+    let restarted = wait_pod(&pods, "probed", "liveness restart while web runs unready", |p| {
+        let web = container(p, "web");
+        let dead = container(p, "dead");
+        web.is_some_and(|w| w.state.as_ref().is_some_and(|s| s.running.is_some()) && !w.ready)
+            && dead.is_some_and(|d| d.restart_count >= 1)
+    })
+    .await?;
+    let ready_cond = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready").map(|c| c.status.clone()))
+    };
+    assert_eq!(ready_cond(&restarted).as_deref(), Some("False"));
+    std::fs::write(www.join("ready.html"), "ok")?;
+    wait_pod(&pods, "probed", "web ready", |p| container(p, "web").is_some_and(|w| w.ready)).await?;
+    std::fs::remove_file(www.join("ready.html"))?;
+    wait_pod(&pods, "probed", "web unready again", |p| container(p, "web").is_some_and(|w| !w.ready)).await?;
+
+    // Graceful termination: SIGTERM reaches a container that handles it; one that ignores it
+    // is killed after the grace period; both pods are then removed from the API.
+    let out = root.path().join("out");
+    std::fs::create_dir_all(&out)?;
+    for (name, script) in [
+        ("polite", "trap 'echo got-term > /out/term; exit 0' TERM; echo up > /out/up; while true; do sleep 0.2; done"),
+        ("stubborn", "trap '' TERM; while true; do sleep 0.2; done"),
+    ] {
+        let p: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"nodeName": "ctr-1", "terminationGracePeriodSeconds": 2,
+                     "containers": [{"name": "c", "image": "ferry/busybox:test", "command": ["sh", "-c", script],
+                                     "volumeMounts": [{"name": "out", "mountPath": "/out"}]}],
+                     "volumes": [{"name": "out", "hostPath": {"path": out}}]}
+        }))?;
+        pods.create(&PostParams::default(), &p).await?;
+        wait_pod(&pods, name, "Ready", ready).await?;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !out.join("up").exists() {
+        if tokio::time::Instant::now() > deadline {
+            bail!("polite container never started its loop");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for name in ["polite", "stubborn"] {
+        let deleted = pods.delete(name, &DeleteParams::default()).await?;
+        // Bound and running: the API server only marks it; the nodelet finishes the job.
+        assert!(deleted.is_left(), "{name} was removed before the nodelet stopped it");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while pods.get_opt("polite").await?.is_some() || pods.get_opt("stubborn").await?.is_some() {
+        if tokio::time::Instant::now() > deadline {
+            bail!("terminating pods not removed");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(std::fs::read_to_string(out.join("term"))?.trim(), "got-term");
+
     // Deleting leaves no container, task, snapshot, netns or IP allocation behind.
-    for name in ["web", "crash"] {
+    for name in ["web", "crash", "probed", "hostnet"] {
         pods.delete(name, &DeleteParams::default()).await?;
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while pods.get_opt("web").await?.is_some() || pods.get_opt("crash").await?.is_some() {
+    while !pods.list(&Default::default()).await?.items.is_empty() {
         if tokio::time::Instant::now() > deadline {
             bail!("pods not removed");
         }
@@ -364,6 +486,7 @@ async fn memory_hog_is_oom_killed() -> Result<()> {
             pod_cidr: subnet.clone(),
             ipam_dir: root.path().join("ipam"),
         },
+        host_ip: "127.0.0.1".into(),
         backoff_start: Duration::from_secs(1),
     };
     let runtime = Arc::new(

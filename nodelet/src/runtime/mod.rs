@@ -9,6 +9,7 @@ pub mod cni;
 pub mod containerd;
 pub mod image;
 pub mod pods_containerd;
+pub mod probe;
 pub mod simulated;
 
 use k8s_openapi::api::core::v1::Pod;

@@ -9,6 +9,7 @@
 use super::cni::{self, CniConfig};
 use super::containerd::{Containerd, ContainerdError, POD_UID_LABEL};
 use super::image::normalize_reference;
+use super::probe::{self, ProbeState};
 use super::{now_seconds, pod_key, ContainerState, PodState, Runtime, RuntimeError, State, Terminated};
 use containerd_client::services::v1::container::Runtime as CtrRuntime;
 use containerd_client::services::v1::snapshots::{MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest};
@@ -28,6 +29,7 @@ use tokio::time::Instant;
 
 const NAME_LABEL: &str = "io.ferry.container-name";
 const RESTARTS_LABEL: &str = "io.ferry.restart-count";
+const IMAGE_ID_LABEL: &str = "io.ferry.image-id";
 /// Kubernetes' initial crash backoff.
 pub const BACKOFF_START: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
@@ -51,6 +53,8 @@ pub struct ContainerdConfig {
     pub root_dir: PathBuf,
     /// Pod networking.
     pub cni: CniConfig,
+    /// The node's address (the pod IP of hostNetwork pods).
+    pub host_ip: String,
     /// Backoff before the second restart (doubling up to 5 min); Kubernetes uses 10 s.
     pub backoff_start: Duration,
 }
@@ -62,6 +66,11 @@ struct ContainerMemo {
     restart_at: Option<Instant>,
     delay: Duration,
     started_at: Option<Timestamp>,
+    /// When this nodelet first saw the current instance running (probe delays count from here).
+    seen_running: Option<Instant>,
+    liveness: ProbeState,
+    readiness: ProbeState,
+    startup: ProbeState,
 }
 
 #[derive(Default)]
@@ -334,14 +343,19 @@ impl ContainerdRuntime {
         }
         let dir = self.pod_dir(uid);
         let ip_file = dir.join("ips");
+        let host_network = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
         let ips = match std::fs::read_to_string(&ip_file) {
             Ok(s) if !s.trim().is_empty() => s.lines().map(str::to_string).collect(),
             _ => {
                 let io = |e: std::io::Error| RuntimeError::Backend(format!("pod dir {}: {e}", dir.display()));
                 std::fs::create_dir_all(&dir).map_err(io)?;
-                let ns = netns_name(uid);
-                cni::create_netns(&ns).await?;
-                let ips = self.config.cni.add(uid, &ns).await?;
+                let ips = if host_network {
+                    vec![self.config.host_ip.clone()]
+                } else {
+                    let ns = netns_name(uid);
+                    cni::create_netns(&ns).await?;
+                    self.config.cni.add(uid, &ns).await?
+                };
                 let name = pod.metadata.name.clone().unwrap_or_default();
                 let ip = ips.first().cloned().unwrap_or_default();
                 std::fs::write(dir.join("hostname"), format!("{name}\n")).map_err(io)?;
@@ -417,8 +431,18 @@ impl ContainerdRuntime {
                 }));
             }
         }
+        let host_network = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+        if host_network {
+            // The host's network and host name.
+            if let Some(o) = spec.as_object_mut() {
+                o.remove("hostname");
+            }
+        }
         if let Some(nss) = spec["linux"]["namespaces"].as_array_mut() {
             nss.retain(|n| n["type"] != "cgroup");
+            if host_network {
+                nss.retain(|n| n["type"] != "network" && n["type"] != "uts");
+            }
             for n in nss.iter_mut() {
                 if n["type"] == "network" {
                     n["path"] = serde_json::json!(cni::netns_path(&netns_name(uid)));
@@ -503,6 +527,7 @@ impl ContainerdRuntime {
             (POD_UID_LABEL.to_string(), uid.to_string()),
             (NAME_LABEL.to_string(), c.name.clone()),
             (RESTARTS_LABEL.to_string(), restarts.to_string()),
+            (IMAGE_ID_LABEL.to_string(), image.image_id.clone()),
         ]);
         let container = Container {
             id: id.clone(),
@@ -613,6 +638,255 @@ impl ContainerdRuntime {
     }
 }
 
+impl ContainerdRuntime {
+    /// One container (init or app) one step toward its spec; what it is now.
+    #[allow(clippy::too_many_arguments)]
+    async fn sync_container(
+        &self,
+        pod: &Pod,
+        uid: &str,
+        c: &k8s_openapi::api::core::v1::Container,
+        policy: &str,
+        existing: &[Container],
+        resync: &mut Option<Duration>,
+        init: bool,
+    ) -> Result<ContainerState, RuntimeError> {
+        let id = container_id(uid, &c.name);
+        let mut image_id = String::new();
+        let have = existing.iter().find(|x| x.id == id);
+        if let Some(x) = have {
+            image_id = x.labels.get(IMAGE_ID_LABEL).cloned().unwrap_or_default();
+        }
+        // Adopt what containerd runs (restart count from the container's label).
+        if let Some(x) = have {
+            let restarts = x.labels.get(RESTARTS_LABEL).and_then(|r| r.parse().ok()).unwrap_or(0);
+            let created = ts(&x.created_at);
+            self.memo(|m| {
+                let cm = m.entry(uid.to_string()).or_default().containers.entry(c.name.clone()).or_default();
+                cm.restarts = cm.restarts.max(restarts);
+                if cm.started_at.is_none() {
+                    cm.started_at = created;
+                }
+            })?;
+        }
+        let task = match have {
+            Some(_) => match self
+                .ctrd
+                .client
+                .tasks()
+                .get(self.ctrd.request_ns(GetRequest { container_id: id.clone(), exec_id: String::new() })?)
+                .await
+            {
+                Ok(r) => r.into_inner().process,
+                Err(s) if s.code() == Code::NotFound => None,
+                Err(s) => return Err(ContainerdError::from(s).into()),
+            },
+            None => None,
+        };
+        let (restarts, last, restart_at, started_at) = self.memo(|m| {
+            let cm = m.entry(uid.to_string()).or_default().containers.entry(c.name.clone()).or_default();
+            (cm.restarts, cm.last.clone(), cm.restart_at, cm.started_at)
+        })?;
+        let state = match task {
+            Some(p) if p.status == 2 || p.status == 1 => {
+                if self.probe(uid, c, resync).await? {
+                    State::Running { started_at: started_at.unwrap_or_else(now_seconds) }
+                } else {
+                    // Liveness or startup probe failed: kill it; the next sync restarts it.
+                    let kill = KillRequest { container_id: id.clone(), exec_id: String::new(), signal: 9, all: true };
+                    let _ = self.ctrd.client.tasks().kill(self.ctrd.request_ns(kill)?).await;
+                    *resync = Some(Duration::from_millis(200));
+                    State::Running { started_at: started_at.unwrap_or_else(now_seconds) }
+                }
+            }
+            Some(p) if p.status == 3 => {
+                let exit = p.exit_status as i32;
+                let reason = if exit == 0 {
+                    "Completed"
+                } else if oom_killed(uid, &c.name) {
+                    "OOMKilled"
+                } else {
+                    "Error"
+                };
+                let t = Terminated {
+                    exit_code: exit,
+                    reason: reason.into(),
+                    message: None,
+                    started_at,
+                    finished_at: ts(&p.exited_at).or(Some(now_seconds())),
+                };
+                let restart = if init {
+                    policy != "Never" && exit != 0
+                } else {
+                    policy == "Always" || (policy == "OnFailure" && exit != 0)
+                };
+                if restart {
+                    self.remove_container(&id, Duration::ZERO).await?;
+                    let backoff_start = self.config.backoff_start;
+                    let wait = self.memo(|m| {
+                        let cm = m.entry(uid.to_string()).or_default().containers.entry(c.name.clone()).or_default();
+                        cm.last = Some(t.clone());
+                        // Immediately the first time, then 10 s doubling up to 5 min.
+                        cm.delay = if cm.restarts == 0 && cm.delay.is_zero() {
+                            Duration::ZERO
+                        } else if cm.delay.is_zero() {
+                            backoff_start
+                        } else {
+                            (cm.delay * 2).min(BACKOFF_MAX)
+                        };
+                        cm.restart_at = Some(Instant::now() + cm.delay);
+                        cm.started_at = None;
+                        cm.delay
+                    })?;
+                    *resync = Some(resync.map_or(wait, |r| r.min(wait)));
+                    State::Waiting {
+                        reason: "CrashLoopBackOff".into(),
+                        message: Some(format!(
+                            "back-off {}s restarting failed container={} pod={}",
+                            wait.as_secs(),
+                            c.name,
+                            pod.metadata.name.clone().unwrap_or_default()
+                        )),
+                    }
+                } else {
+                    State::Terminated(t)
+                }
+            }
+            _ => {
+                // No task: start one unless backing off.
+                if restart_at.is_some_and(|at| at > Instant::now()) {
+                    let left = restart_at.map(|at| at - Instant::now()).unwrap_or_default();
+                    *resync = Some(resync.map_or(left, |r| r.min(left)));
+                    State::Waiting { reason: "CrashLoopBackOff".into(), message: None }
+                } else {
+                    match self.image(c.image.as_deref().unwrap_or_default()).await? {
+                        None => State::Waiting {
+                            reason: "ErrImageNeverPull".into(),
+                            message: Some(format!(
+                                "image {} is not present (import it; registry pulls are not implemented yet)",
+                                c.image.as_deref().unwrap_or_default()
+                            )),
+                        },
+                        Some(image) => {
+                            image_id = image.image_id.clone();
+                            if have.is_some() {
+                                self.remove_container(&id, Duration::ZERO).await?;
+                            }
+                            let restarts = if last.is_some() { restarts + 1 } else { restarts };
+                            match self.start_container(pod, uid, c, &image, restarts).await {
+                                Ok(created_at) => {
+                                    let now = created_at.unwrap_or_else(now_seconds);
+                                    self.memo(|m| {
+                                        let cm = m
+                                            .entry(uid.to_string())
+                                            .or_default()
+                                            .containers
+                                            .entry(c.name.clone())
+                                            .or_default();
+                                        cm.restarts = restarts;
+                                        cm.restart_at = None;
+                                        cm.started_at = Some(now);
+                                    })?;
+                                    State::Running { started_at: now }
+                                }
+                                // Bad configuration (missing ConfigMap key, ...): wait and retry.
+                                Err(RuntimeError::InvalidPod { what, .. }) => {
+                                    let _ = self.remove_container(&id, Duration::ZERO).await;
+                                    *resync = Some(Duration::from_secs(1));
+                                    State::Waiting { reason: "CreateContainerConfigError".into(), message: Some(what) }
+                                }
+                                Err(e) => return Err(e),
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let (restarts, last) = self.memo(|m| {
+            let cm = m.entry(uid.to_string()).or_default().containers.entry(c.name.clone()).or_default();
+            (cm.restarts, cm.last.clone())
+        })?;
+        let running = matches!(state, State::Running { .. });
+        let ready = self.memo(|m| {
+            let cm = m.entry(uid.to_string()).or_default().containers.entry(c.name.clone()).or_default();
+            if !running {
+                // A new instance starts its probes from scratch.
+                cm.seen_running = None;
+                cm.liveness = ProbeState::default();
+                cm.readiness = ProbeState::default();
+                cm.startup = ProbeState::default();
+            }
+            let started = c.startup_probe.is_none() || cm.startup.passing;
+            started && (c.readiness_probe.is_none() || cm.readiness.passing)
+        })?;
+        Ok(ContainerState {
+            name: c.name.clone(),
+            container_id: Some(format!("containerd://{id}")),
+            image_id,
+            state,
+            last_terminated: last,
+            restart_count: restarts,
+            ready: running && ready,
+        })
+    }
+}
+
+impl ContainerdRuntime {
+    /// Run the container's due probes; false when liveness or startup says to restart it.
+    async fn probe(
+        &self,
+        uid: &str,
+        c: &k8s_openapi::api::core::v1::Container,
+        resync: &mut Option<Duration>,
+    ) -> Result<bool, RuntimeError> {
+        if c.liveness_probe.is_none() && c.readiness_probe.is_none() && c.startup_probe.is_none() {
+            return Ok(true);
+        }
+        let (ip, mut cm_states, seen) = self.memo(|m| {
+            let pm = m.entry(uid.to_string()).or_default();
+            let ip = pm.ips.first().cloned().unwrap_or_default();
+            let cm = pm.containers.entry(c.name.clone()).or_default();
+            let seen = *cm.seen_running.get_or_insert_with(Instant::now);
+            (ip, (cm.liveness.clone(), cm.readiness.clone(), cm.startup.clone()), seen)
+        })?;
+        let mut alive = true;
+        let mut next = Duration::from_secs(10);
+        if let Some(p) = &c.startup_probe {
+            next = next.min(probe::period(p));
+            if !cm_states.2.passing {
+                if let probe::Verdict::Ran { .. } = probe::run(p, &mut cm_states.2, seen, &ip, c).await {
+                    let threshold = p.failure_threshold.unwrap_or(3).max(1);
+                    if !cm_states.2.passing && cm_states.2.failures >= threshold {
+                        alive = false;
+                    }
+                }
+            }
+        }
+        let started = c.startup_probe.is_none() || cm_states.2.passing;
+        if started {
+            if let Some(p) = &c.liveness_probe {
+                next = next.min(probe::period(p));
+                if cm_states.0.last_run.is_none() {
+                    cm_states.0.passing = true;
+                }
+                if let probe::Verdict::Ran { passing: false } = probe::run(p, &mut cm_states.0, seen, &ip, c).await {
+                    alive = false;
+                }
+            }
+            if let Some(p) = &c.readiness_probe {
+                next = next.min(probe::period(p));
+                probe::run(p, &mut cm_states.1, seen, &ip, c).await;
+            }
+        }
+        *resync = Some(resync.map_or(next, |r| r.min(next)));
+        self.memo(|m| {
+            let cm = m.entry(uid.to_string()).or_default().containers.entry(c.name.clone()).or_default();
+            (cm.liveness, cm.readiness, cm.startup) = cm_states;
+        })?;
+        Ok(alive)
+    }
+}
+
 /// Whether the kernel OOM-killed a process in the container's memory cgroup (v1 or v2).
 fn oom_killed(uid: &str, name: &str) -> bool {
     let v1 = format!("/sys/fs/cgroup/memory/ferry/{uid}/{name}/memory.oom_control");
@@ -656,164 +930,24 @@ impl Runtime for ContainerdRuntime {
         let existing = self.pod_containers(&uid).await?;
         let mut out = Vec::new();
         let mut resync: Option<Duration> = None;
-        for c in &spec.containers {
-            let id = container_id(&uid, &c.name);
-            let mut image_id = String::new();
-            let have = existing.iter().find(|x| x.id == id);
-            // Adopt what containerd runs (restart count from the container's label).
-            if let Some(x) = have {
-                let restarts = x.labels.get(RESTARTS_LABEL).and_then(|r| r.parse().ok()).unwrap_or(0);
-                let created = ts(&x.created_at);
-                self.memo(|m| {
-                    let cm = m.entry(uid.clone()).or_default().containers.entry(c.name.clone()).or_default();
-                    cm.restarts = cm.restarts.max(restarts);
-                    if cm.started_at.is_none() {
-                        cm.started_at = created;
-                    }
-                })?;
+        let mut init_containers = Vec::new();
+        let mut initialized = true;
+        for c in spec.init_containers.iter().flatten() {
+            let st = self.sync_container(pod, &uid, c, &policy, &existing, &mut resync, true).await?;
+            let done = matches!(&st.state, State::Terminated(t) if t.exit_code == 0);
+            init_containers.push(st);
+            if !done {
+                initialized = false;
+                break;
             }
-            let task = match have {
-                Some(_) => match self
-                    .ctrd
-                    .client
-                    .tasks()
-                    .get(self.ctrd.request_ns(GetRequest { container_id: id.clone(), exec_id: String::new() })?)
-                    .await
-                {
-                    Ok(r) => r.into_inner().process,
-                    Err(s) if s.code() == Code::NotFound => None,
-                    Err(s) => return Err(ContainerdError::from(s).into()),
-                },
-                None => None,
-            };
-            let (restarts, last, restart_at, started_at) = self.memo(|m| {
-                let cm = m.entry(uid.clone()).or_default().containers.entry(c.name.clone()).or_default();
-                (cm.restarts, cm.last.clone(), cm.restart_at, cm.started_at)
-            })?;
-            let state = match task {
-                Some(p) if p.status == 2 || p.status == 1 => {
-                    State::Running { started_at: started_at.unwrap_or_else(now_seconds) }
-                }
-                Some(p) if p.status == 3 => {
-                    let exit = p.exit_status as i32;
-                    let reason = if exit == 0 {
-                        "Completed"
-                    } else if oom_killed(&uid, &c.name) {
-                        "OOMKilled"
-                    } else {
-                        "Error"
-                    };
-                    let t = Terminated {
-                        exit_code: exit,
-                        reason: reason.into(),
-                        message: None,
-                        started_at,
-                        finished_at: ts(&p.exited_at).or(Some(now_seconds())),
-                    };
-                    let restart = policy == "Always" || (policy == "OnFailure" && exit != 0);
-                    if restart {
-                        self.remove_container(&id, Duration::ZERO).await?;
-                        let backoff_start = self.config.backoff_start;
-                        let wait = self.memo(|m| {
-                            let cm = m.entry(uid.clone()).or_default().containers.entry(c.name.clone()).or_default();
-                            cm.last = Some(t.clone());
-                            // Immediately the first time, then 10 s doubling up to 5 min.
-                            cm.delay = if cm.restarts == 0 && cm.delay.is_zero() {
-                                Duration::ZERO
-                            } else if cm.delay.is_zero() {
-                                backoff_start
-                            } else {
-                                (cm.delay * 2).min(BACKOFF_MAX)
-                            };
-                            cm.restart_at = Some(Instant::now() + cm.delay);
-                            cm.started_at = None;
-                            cm.delay
-                        })?;
-                        resync = Some(resync.map_or(wait, |r| r.min(wait)));
-                        State::Waiting {
-                            reason: "CrashLoopBackOff".into(),
-                            message: Some(format!(
-                                "back-off {}s restarting failed container={} pod={}",
-                                wait.as_secs(),
-                                c.name,
-                                pod.metadata.name.clone().unwrap_or_default()
-                            )),
-                        }
-                    } else {
-                        State::Terminated(t)
-                    }
-                }
-                _ => {
-                    // No task: start one unless backing off.
-                    if restart_at.is_some_and(|at| at > Instant::now()) {
-                        let left = restart_at.map(|at| at - Instant::now()).unwrap_or_default();
-                        resync = Some(resync.map_or(left, |r| r.min(left)));
-                        State::Waiting { reason: "CrashLoopBackOff".into(), message: None }
-                    } else {
-                        match self.image(c.image.as_deref().unwrap_or_default()).await? {
-                            None => State::Waiting {
-                                reason: "ErrImageNeverPull".into(),
-                                message: Some(format!(
-                                    "image {} is not present (import it; registry pulls are not implemented yet)",
-                                    c.image.as_deref().unwrap_or_default()
-                                )),
-                            },
-                            Some(image) => {
-                                image_id = image.image_id.clone();
-                                if have.is_some() {
-                                    self.remove_container(&id, Duration::ZERO).await?;
-                                }
-                                let restarts = if last.is_some() { restarts + 1 } else { restarts };
-                                match self.start_container(pod, &uid, c, &image, restarts).await {
-                                    Ok(created_at) => {
-                                        let now = created_at.unwrap_or_else(now_seconds);
-                                        self.memo(|m| {
-                                            let cm = m
-                                                .entry(uid.clone())
-                                                .or_default()
-                                                .containers
-                                                .entry(c.name.clone())
-                                                .or_default();
-                                            cm.restarts = restarts;
-                                            cm.restart_at = None;
-                                            cm.started_at = Some(now);
-                                        })?;
-                                        State::Running { started_at: now }
-                                    }
-                                    // Bad configuration (missing ConfigMap key, ...): wait and retry.
-                                    Err(RuntimeError::InvalidPod { what, .. }) => {
-                                        let _ = self.remove_container(&id, Duration::ZERO).await;
-                                        resync = Some(Duration::from_secs(1));
-                                        State::Waiting {
-                                            reason: "CreateContainerConfigError".into(),
-                                            message: Some(what),
-                                        }
-                                    }
-                                    Err(e) => return Err(e),
-                                }
-                            }
-                        }
-                    }
-                }
-            };
-            let (restarts, last) = self.memo(|m| {
-                let cm = m.entry(uid.clone()).or_default().containers.entry(c.name.clone()).or_default();
-                (cm.restarts, cm.last.clone())
-            })?;
-            let running = matches!(state, State::Running { .. });
-            out.push(ContainerState {
-                name: c.name.clone(),
-                container_id: Some(format!("containerd://{id}")),
-                image_id,
-                state,
-                last_terminated: last,
-                restart_count: restarts,
-                ready: running && c.readiness_probe.is_none(),
-            });
+        }
+        for c in spec.containers.iter().filter(|_| initialized) {
+            let st = self.sync_container(pod, &uid, c, &policy, &existing, &mut resync, false).await?;
+            out.push(st);
         }
         Ok(PodState {
             pod_ips,
-            init_containers: Vec::new(),
+            init_containers,
             containers: out,
             resync_after: resync.or(Some(Duration::from_secs(1))),
         })
