@@ -38,10 +38,15 @@ where
         self.store.clone()
     }
 
-    /// A stream of every changed or deleted object from now on.
+    /// A stream of every known object, then of every change or deletion.
     pub fn subscribe(&self) -> UnboundedReceiverStream<Arc<K>> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.subscribers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(tx);
+        let mut subs = self.subscribers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A late subscriber first hears of everything already known.
+        for obj in self.store.state() {
+            let _ = tx.send(obj);
+        }
+        subs.push(tx);
         UnboundedReceiverStream::new(rx)
     }
 
@@ -66,6 +71,7 @@ where
                     watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o) => o,
                     _ => continue,
                 };
+                tracing::trace!(kind = %K::kind(&()), "informer event");
                 let obj = Arc::new(obj.clone());
                 let mut subs = subscribers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 subs.retain(|tx| tx.send(obj.clone()).is_ok());

@@ -128,6 +128,7 @@ struct Rollout<'a> {
 /// Reconcile one Deployment.
 pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = d.namespace().unwrap_or_default();
+    tracing::debug!(deployment = %d.name_any(), namespace = %ns, "reconciling deployment");
     let mut s = Rollout {
         ctx: &ctx,
         d: (*d).clone(),
