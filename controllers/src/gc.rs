@@ -172,7 +172,8 @@ impl Gc {
 /// Run the collector until the future is dropped.
 pub async fn run(client: kube::Client, kinds: Vec<Kind>) {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let gc = Arc::new(Gc { client: client.clone(), kinds: kinds.clone(), graph: Mutex::new(Graph::default()), queue: tx });
+    let gc =
+        Arc::new(Gc { client: client.clone(), kinds: kinds.clone(), graph: Mutex::new(Graph::default()), queue: tx });
     let (synced_tx, mut synced_rx) = mpsc::unbounded_channel::<usize>();
     let mut watches = Vec::new();
     for (i, k) in kinds.iter().enumerate() {
@@ -271,20 +272,21 @@ async fn owner_state(gc: &Gc, node: &Node, r: &OwnerReference) -> Result<OwnerSt
         Some((g, v)) => (g, v),
         None => ("", r.api_version.as_str()),
     };
-    let Some(kind) = gc.kinds.iter().position(|k| k.ar.group == group && k.ar.version == version && k.ar.kind == r.kind)
+    let Some(kind) =
+        gc.kinds.iter().position(|k| k.ar.group == group && k.ar.version == version && k.ar.kind == r.kind)
     else {
         // A kind we cannot look up: never delete on a guess.
         return Ok(OwnerState::Solid);
     };
     let Some(api) = gc.api(kind, node.namespace.as_deref()) else { return Ok(OwnerState::Solid) };
     match api.get_opt(&r.name).await? {
-        Some(o) if o.uid().as_deref() == Some(r.uid.as_str()) => Ok(
-            if o.metadata.deletion_timestamp.is_some() && o.finalizers().iter().any(|f| f == FOREGROUND) {
+        Some(o) if o.uid().as_deref() == Some(r.uid.as_str()) => {
+            Ok(if o.metadata.deletion_timestamp.is_some() && o.finalizers().iter().any(|f| f == FOREGROUND) {
                 OwnerState::Waiting
             } else {
                 OwnerState::Solid
-            },
-        ),
+            })
+        }
         _ => Ok(OwnerState::Dangling),
     }
 }
@@ -313,7 +315,13 @@ async fn process(gc: &Gc, uid: &str) -> Result<(), kube::Error> {
                 }
                 if !dep.deleting {
                     let has_deps = gc.graph().dependents.get(dep_uid).is_some_and(|d| !d.is_empty());
-                    delete(gc, dep_uid, dep, if has_deps { PropagationPolicy::Foreground } else { PropagationPolicy::Background }).await?;
+                    delete(
+                        gc,
+                        dep_uid,
+                        dep,
+                        if has_deps { PropagationPolicy::Foreground } else { PropagationPolicy::Background },
+                    )
+                    .await?;
                 }
             }
             if blocking == 0 {

@@ -157,7 +157,8 @@ impl LeaderElector {
         }
         let mine = spec.holder_identity.as_deref() == Some(self.config.identity.as_str());
         let held = spec.holder_identity.as_deref().is_some_and(|h| !h.is_empty());
-        let their_duration = Duration::from_secs(u64::try_from(spec.lease_duration_seconds.unwrap_or(secs)).unwrap_or(0));
+        let their_duration =
+            Duration::from_secs(u64::try_from(spec.lease_duration_seconds.unwrap_or(secs)).unwrap_or(0));
         let expired = self.observed.at.is_none_or(|at| at.elapsed() > their_duration);
         if !mine && held && !expired {
             return Ok(false);

@@ -24,7 +24,6 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
 
-
 use crate::events::{Recorder, NORMAL, WARNING};
 use crate::expectations::Expectations;
 use crate::informer::Informer;

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
-use kube::core::{Selector, SelectorExt};
 use kube::api::{Patch, PatchParams};
+use kube::core::{Selector, SelectorExt};
 use kube::{Api, Resource, ResourceExt};
 
 /// A label selector that can be matched; an invalid or empty selector matches nothing
@@ -58,7 +58,11 @@ pub fn owner_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
 
 /// `namespace/name` of an object.
 pub fn key<K: Resource>(obj: &K) -> String {
-    format!("{}/{}", obj.meta().namespace.as_deref().unwrap_or_default(), obj.meta().name.as_deref().unwrap_or_default())
+    format!(
+        "{}/{}",
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+        obj.meta().name.as_deref().unwrap_or_default()
+    )
 }
 
 /// Whether the pod counts as active: not terminal and not being deleted.
@@ -144,6 +148,7 @@ pub async fn release<K>(api: &Api<K>, obj: &K, owner_uid: &str) -> Result<Option
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let refs = obj.meta().owner_references.clone().unwrap_or_default().into_iter().filter(|r| r.uid != owner_uid).collect();
+    let refs =
+        obj.meta().owner_references.clone().unwrap_or_default().into_iter().filter(|r| r.uid != owner_uid).collect();
     set_owner_refs(api, obj, refs).await
 }

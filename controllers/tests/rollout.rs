@@ -54,7 +54,12 @@ fn start_controllers(client: kube::Client, stop: CancellationToken) -> tokio::ta
     })
 }
 
-fn deployment(name: &str, replicas: i32, surge: serde_json::Value, unavailable: serde_json::Value) -> Result<Deployment> {
+fn deployment(
+    name: &str,
+    replicas: i32,
+    surge: serde_json::Value,
+    unavailable: serde_json::Value,
+) -> Result<Deployment> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name},
@@ -138,8 +143,10 @@ async fn rollout_with_bounds(surge: i32, unavailable: i32, replicas: i32) -> Res
             let total = state.len();
             assert!(ready as i32 >= min_ready, "ready pods {ready} < {min_ready} after event {events}");
             assert!(total as i32 <= max_total, "total pods {total} > {max_total} after event {events}");
-            let updated =
-                live.iter().filter(|p| p.spec.as_ref().is_some_and(|s| s.containers[0].image.as_deref() == Some("busybox:2"))).count();
+            let updated = live
+                .iter()
+                .filter(|p| p.spec.as_ref().is_some_and(|s| s.containers[0].image.as_deref() == Some("busybox:2")))
+                .count();
             if updated as i32 == replicas && total as i32 == replicas && ready as i32 == replicas {
                 return Ok::<(), anyhow::Error>(());
             }
@@ -175,10 +182,26 @@ async fn scale_adopt_release_and_cascade() -> Result<()> {
     let _kubelet = fake_kubelet(client.clone(), "default", stop.clone());
     let _ctrl = start_controllers(client.clone(), stop.clone());
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    // An orphan matching the selector is adopted.
-    let orphan: Pod = serde_json::from_value(json!({"metadata": {"name": "orphan", "labels": {"app": "api"}},
+    // An orphan matching a ReplicaSet's selector is adopted, and counts toward its replicas.
+    let orphan: Pod = serde_json::from_value(json!({"metadata": {"name": "orphan", "labels": {"app": "solo"}},
         "spec": {"containers": [{"name": "c", "image": "busybox:1"}]}}))?;
     pods.create(&PostParams::default(), &orphan).await?;
+    let rs: ReplicaSet = serde_json::from_value(json!({"metadata": {"name": "solo"}, "spec": {"replicas": 2,
+        "selector": {"matchLabels": {"app": "solo"}},
+        "template": {"metadata": {"labels": {"app": "solo"}}, "spec": {"containers": [{"name": "c", "image": "busybox:1"}]}}}}))?;
+    let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    rss.create(&PostParams::default(), &rs).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let solo = pods.list(&ListParams::default().labels("app=solo")).await?.items;
+        let adopted = pods.get("orphan").await?.owner_references().iter().any(|r| r.name == "solo");
+        let status = rss.get("solo").await?.status.and_then(|s| s.ready_replicas);
+        if adopted && solo.len() == 2 && status == Some(2) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "orphan not adopted: {} pods", solo.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let api: Api<Deployment> = Api::namespaced(client.clone(), "default");
     api.create(&PostParams::default(), &deployment("api", 3, json!(1), json!(0))?).await?;
     wait_complete(&api, "api", Duration::from_secs(30)).await?;
@@ -191,7 +214,8 @@ async fn scale_adopt_release_and_cascade() -> Result<()> {
     }
     // Release: relabel a pod; the ReplicaSet lets it go and makes a replacement.
     let victim = pods.list(&ListParams::default().labels("app=api")).await?.items[0].name_any();
-    pods.patch(&victim, &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"labels": {"app": "debug"}}}))).await?;
+    pods.patch(&victim, &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"labels": {"app": "debug"}}})))
+        .await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let p = pods.get(&victim).await?;
@@ -205,10 +229,9 @@ async fn scale_adopt_release_and_cascade() -> Result<()> {
     }
     // Background cascade: delete the Deployment; ReplicaSets and pods go.
     api.delete("api", &Default::default()).await?;
-    let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let r = rss.list(&ListParams::default()).await?.items.len();
+        let r = rss.list(&ListParams::default().labels("app=api")).await?.items.len();
         let p = pods.list(&ListParams::default().labels("app=api")).await?.items.len();
         if r == 0 && p == 0 {
             break;

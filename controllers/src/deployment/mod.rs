@@ -198,9 +198,9 @@ impl Rollout<'_> {
     /// (new ReplicaSet, old ones): the oldest ReplicaSet whose template equals the Deployment's.
     fn split(&self, rs_list: Vec<ReplicaSet>) -> (Option<ReplicaSet>, Vec<ReplicaSet>) {
         let template = self.d.spec.template.clone();
-        let idx = rs_list.iter().position(|rs| {
-            rs.spec.template.as_ref().is_some_and(|t| du::equal_ignore_hash(t, &template))
-        });
+        let idx = rs_list
+            .iter()
+            .position(|rs| rs.spec.template.as_ref().is_some_and(|t| du::equal_ignore_hash(t, &template)));
         let mut old = rs_list;
         let new_rs = idx.map(|i| old.remove(i));
         (new_rs, old)
@@ -336,12 +336,10 @@ impl Rollout<'_> {
                 // Someone (an earlier run of this controller) created it: use it if it is ours
                 // and has our template, else bump the collision count and try another name.
                 if let Some(existing) = self.rs_api.get_opt(&name).await? {
-                    let ours = cu::controller_ref(&existing.metadata).is_some_and(|r| Some(&r.uid) == self.d.uid().as_ref());
-                    let same = existing
-                        .spec
-                        .template
-                        .as_ref()
-                        .is_some_and(|t| du::equal_ignore_hash(t, &spec.template));
+                    let ours =
+                        cu::controller_ref(&existing.metadata).is_some_and(|r| Some(&r.uid) == self.d.uid().as_ref());
+                    let same =
+                        existing.spec.template.as_ref().is_some_and(|t| du::equal_ignore_hash(t, &spec.template));
                     if ours && same {
                         return Ok((Some(existing), old));
                     }
@@ -523,12 +521,10 @@ impl Rollout<'_> {
         let uids: Vec<String> = old.iter().filter_map(|rs| rs.uid()).collect();
         let ns = self.d.namespace();
         self.ctx.pods.state().iter().any(|p| {
-            p.namespace() == ns
-                && cu::controller_ref(&p.metadata).is_some_and(|r| uids.contains(&r.uid))
-                && {
-                    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
-                    p.metadata.deletion_timestamp.is_some() || (phase != "Succeeded" && phase != "Failed")
-                }
+            p.namespace() == ns && cu::controller_ref(&p.metadata).is_some_and(|r| uids.contains(&r.uid)) && {
+                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
+                p.metadata.deletion_timestamp.is_some() || (phase != "Succeeded" && phase != "Failed")
+            }
         })
     }
 
@@ -624,15 +620,21 @@ impl Rollout<'_> {
     /// Delete old ReplicaSets beyond revisionHistoryLimit (scaled to zero and settled only).
     async fn cleanup(&mut self, old: &[ReplicaSet]) -> Result<(), Error> {
         let Some(limit) = self.d.spec.revision_history_limit else { return Ok(()) };
-        let mut cleanable: Vec<&ReplicaSet> = old.iter().filter(|rs| rs.metadata.deletion_timestamp.is_none()).collect();
+        let mut cleanable: Vec<&ReplicaSet> =
+            old.iter().filter(|rs| rs.metadata.deletion_timestamp.is_none()).collect();
         let diff = i32::try_from(cleanable.len()).unwrap_or(i32::MAX) - limit;
         if diff <= 0 {
             return Ok(());
         }
-        cleanable.sort_by_key(|rs| (du::revision(rs.metadata.annotations.as_ref()), rs.metadata.creation_timestamp.as_ref().map(|t| t.0)));
+        cleanable.sort_by_key(|rs| {
+            (du::revision(rs.metadata.annotations.as_ref()), rs.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        });
         for rs in cleanable.into_iter().take(usize::try_from(diff).unwrap_or(0)) {
             let observed = rs.status.as_ref().and_then(|s| s.observed_generation).unwrap_or(0);
-            if du::rs_status_replicas(rs) != 0 || du::rs_replicas(rs) != 0 || rs.metadata.generation.unwrap_or(0) > observed {
+            if du::rs_status_replicas(rs) != 0
+                || du::rs_replicas(rs) != 0
+                || rs.metadata.generation.unwrap_or(0) > observed
+            {
                 continue;
             }
             let dp = DeleteParams {
@@ -742,7 +744,13 @@ impl Rollout<'_> {
             .into_iter()
             .chain(old.iter())
             .filter_map(|rs| {
-                rs.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_.as_deref() == Some("ReplicaFailure")).cloned()
+                rs.status
+                    .as_ref()?
+                    .conditions
+                    .as_ref()?
+                    .iter()
+                    .find(|c| c.type_.as_deref() == Some("ReplicaFailure"))
+                    .cloned()
             })
             .next();
         match failure {

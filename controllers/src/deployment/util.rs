@@ -327,7 +327,12 @@ mod tests {
         let d = deploy(1, json!(1), json!(0));
         let t = d.spec.template.clone();
         let mut labelled = t.clone();
-        labelled.metadata.get_or_insert_default().labels.get_or_insert_default().insert(POD_TEMPLATE_HASH.into(), "x".into());
+        labelled
+            .metadata
+            .get_or_insert_default()
+            .labels
+            .get_or_insert_default()
+            .insert(POD_TEMPLATE_HASH.into(), "x".into());
         assert_eq!(template_hash(&t, None), template_hash(&labelled, None));
         assert_ne!(template_hash(&t, None), template_hash(&t, Some(1)));
         assert!(template_hash(&t, None).chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)));
