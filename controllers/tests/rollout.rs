@@ -242,3 +242,108 @@ async fn scale_adopt_release_and_cascade() -> Result<()> {
     stop.cancel();
     Ok(())
 }
+
+fn kubectl() -> Option<std::path::PathBuf> {
+    let mut dirs: Vec<std::path::PathBuf> =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.insert(0, std::path::Path::new(&home).join(".cache/ferry/venv/bin"));
+    }
+    dirs.into_iter().map(|d| d.join("kubectl")).find(|p| p.is_file())
+}
+
+async fn run_kubectl(
+    bin: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    args: &[&str],
+) -> Result<(Option<i32>, String, String)> {
+    let out = tokio::time::timeout(
+        Duration::from_secs(90),
+        tokio::process::Command::new(bin).arg("--kubeconfig").arg(kubeconfig).args(args).kill_on_drop(true).output(),
+    )
+    .await??;
+    Ok((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_kubectl_rollout_status_history_undo_restart_scale() -> Result<()> {
+    let Some(bin) = kubectl() else {
+        assert!(std::env::var_os("CI").is_none(), "kubectl must be available in CI");
+        return Ok(());
+    };
+    let cluster = Cluster::start().await?;
+    let kc = cluster.kubeconfig();
+    let client = cluster.client().await?;
+    let stop = CancellationToken::new();
+    let _kubelet = fake_kubelet(client.clone(), "default", stop.clone());
+    let _ctrl = start_controllers(client.clone(), stop.clone());
+    let api: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    api.create(&PostParams::default(), &deployment("web", 3, json!(1), json!(0))?).await?;
+    let ok = |r: (Option<i32>, String, String), what: &str| -> Result<String> {
+        if r.0 != Some(0) {
+            bail!("kubectl {what}: exit {:?}\n{}\n{}", r.0, r.1, r.2);
+        }
+        Ok(r.1)
+    };
+    let out =
+        ok(run_kubectl(&bin, &kc, &["rollout", "status", "deployment/web", "--timeout=60s"]).await?, "rollout status")?;
+    assert!(out.contains("successfully rolled out"), "{out}");
+    ok(
+        run_kubectl(&bin, &kc, &["annotate", "deployment/web", "kubernetes.io/change-cause=image 2"]).await?,
+        "annotate",
+    )?;
+    ok(run_kubectl(&bin, &kc, &["set", "image", "deployment/web", "c=busybox:2"]).await?, "set image")?;
+    ok(run_kubectl(&bin, &kc, &["rollout", "status", "deployment/web", "--timeout=60s"]).await?, "rollout status 2")?;
+    let hist = ok(run_kubectl(&bin, &kc, &["rollout", "history", "deployment/web"]).await?, "rollout history")?;
+    assert!(hist.lines().any(|l| l.trim_start().starts_with('1')), "{hist}");
+    assert!(hist.lines().any(|l| l.trim_start().starts_with('2') && l.contains("image 2")), "{hist}");
+    ok(run_kubectl(&bin, &kc, &["rollout", "undo", "deployment/web"]).await?, "rollout undo")?;
+    ok(
+        run_kubectl(&bin, &kc, &["rollout", "status", "deployment/web", "--timeout=60s"]).await?,
+        "rollout status undo",
+    )?;
+    let d = api.get("web").await?;
+    assert_eq!(d.spec.template.spec.as_ref().and_then(|s| s.containers[0].image.as_deref()), Some("busybox:1"));
+    assert_eq!(d.annotations().get("deployment.kubernetes.io/revision").map(String::as_str), Some("3"));
+    ok(run_kubectl(&bin, &kc, &["rollout", "restart", "deployment/web"]).await?, "rollout restart")?;
+    ok(
+        run_kubectl(&bin, &kc, &["rollout", "status", "deployment/web", "--timeout=60s"]).await?,
+        "rollout status restart",
+    )?;
+    let d = wait_complete(&api, "web", Duration::from_secs(30)).await?;
+    assert_eq!(d.annotations().get("deployment.kubernetes.io/revision").map(String::as_str), Some("4"));
+    ok(run_kubectl(&bin, &kc, &["scale", "deployment/web", "--replicas=5"]).await?, "scale")?;
+    ok(
+        run_kubectl(&bin, &kc, &["rollout", "status", "deployment/web", "--timeout=60s"]).await?,
+        "rollout status scale",
+    )?;
+    assert_eq!(
+        wait_complete(&api, "web", Duration::from_secs(30)).await?.status.and_then(|s| s.ready_replicas),
+        Some(5)
+    );
+
+    // No kubelet in this namespace: the rollout stalls and the deadline is reported.
+    let ns: k8s_openapi::api::core::v1::Namespace = serde_json::from_value(json!({"metadata": {"name": "slow"}}))?;
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+    let slow: Api<Deployment> = Api::namespaced(client.clone(), "slow");
+    let mut stuck = deployment("stuck", 2, json!(1), json!(0))?;
+    stuck.spec.progress_deadline_seconds = Some(2);
+    slow.create(&PostParams::default(), &stuck).await?;
+    let r = run_kubectl(&bin, &kc, &["rollout", "status", "-n", "slow", "deployment/stuck", "--timeout=60s"]).await?;
+    assert_ne!(r.0, Some(0), "rollout status must fail: {r:?}");
+    assert!(r.2.contains("exceeded its progress deadline"), "{r:?}");
+    let d = slow.get("stuck").await?;
+    let cond = d
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_.as_deref() == Some("Progressing")).cloned());
+    assert_eq!(cond.as_ref().and_then(|c| c.reason.as_deref()), Some("ProgressDeadlineExceeded"));
+    assert_eq!(cond.as_ref().and_then(|c| c.status.as_deref()), Some("False"));
+    stop.cancel();
+    Ok(())
+}
