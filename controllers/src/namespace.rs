@@ -48,7 +48,14 @@ pub async fn run(client: kube::Client, shutdown: impl std::future::Future<Output
     });
     Controller::new(Api::<Namespace>::all(client), watcher::Config::default())
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, |_, _, _| Action::requeue(Duration::from_secs(1)), ctx)
+        .run(
+            reconcile,
+            |ns, e, _| {
+                tracing::warn!(namespace = %ns.name_any(), error = %e, "namespace reconcile failed; retrying");
+                Action::requeue(Duration::from_secs(1))
+            },
+            ctx,
+        )
         .for_each(|_| async {})
         .await;
 }
@@ -74,6 +81,7 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
         };
         for obj in list.items {
             remaining += 1;
+            tracing::debug!(namespace = %name, kind = %kind.ar.kind, object = %obj.name_any(), "namespace content left");
             if obj.metadata.deletion_timestamp.is_some() {
                 continue;
             }
@@ -99,7 +107,8 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
     body.spec.get_or_insert_with(Default::default).finalizers =
         Some(finalizers.into_iter().filter(|f| f != "kubernetes").collect());
     let api: Api<Namespace> = Api::all(ctx.client.clone());
-    match api.replace_subresource("finalize", &name, &PostParams::default(), &serde_json::to_vec(&body)?).await {
+    tracing::debug!(namespace = %name, "namespace empty; finalizing");
+    match api.replace_subresource("finalize", &name, &PostParams::default(), &body).await {
         Ok(_) => {}
         Err(e) if matches!(crate::util::api_code(&e), Some(404) | Some(409)) => {}
         Err(e) => return Err(e.into()),

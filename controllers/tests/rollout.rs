@@ -347,3 +347,73 @@ async fn stock_kubectl_rollout_status_history_undo_restart_scale() -> Result<()>
     stop.cancel();
     Ok(())
 }
+
+async fn eventually<F, Fut>(what: &str, mut f: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if f().await? {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreground_orphan_namespace_and_service_accounts() -> Result<()> {
+    use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+    use kube::api::DeleteParams;
+    let cluster = Cluster::start().await?;
+    let client = cluster.client().await?;
+    let stop = CancellationToken::new();
+    let _ctrl = start_controllers(client.clone(), stop.clone());
+    let nss: Api<Namespace> = Api::all(client.clone());
+    nss.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "team"}}))?).await?;
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "team");
+    eventually("default service account", || async { Ok(sas.get_opt("default").await?.is_some()) }).await?;
+    let _kubelet = fake_kubelet(client.clone(), "team", stop.clone());
+    let api: Api<Deployment> = Api::namespaced(client.clone(), "team");
+    let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), "team");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "team");
+
+    // Orphan: the ReplicaSet and its pods stay, without an owner.
+    api.create(&PostParams::default(), &deployment("keep", 2, json!(1), json!(0))?).await?;
+    wait_complete(&api, "keep", Duration::from_secs(30)).await?;
+    api.delete("keep", &DeleteParams::orphan()).await?;
+    eventually("orphaned deployment gone", || async { Ok(api.get_opt("keep").await?.is_none()) }).await?;
+    let left = rss.list(&ListParams::default().labels("app=keep")).await?.items;
+    assert_eq!(left.len(), 1);
+    assert!(left[0].owner_references().is_empty(), "owner reference must be removed");
+    assert_eq!(pods.list(&ListParams::default().labels("app=keep")).await?.items.len(), 2);
+
+    // Foreground: the Deployment stays (foregroundDeletion) until ReplicaSets and pods are gone.
+    api.create(&PostParams::default(), &deployment("fg", 2, json!(1), json!(0))?).await?;
+    wait_complete(&api, "fg", Duration::from_secs(30)).await?;
+    let d = api.delete("fg", &DeleteParams::foreground()).await?;
+    assert!(d.left().is_some_and(|d| d.finalizers().iter().any(|f| f == "foregroundDeletion")));
+    eventually("foreground deletion", || async {
+        let d = api.get_opt("fg").await?;
+        let r = rss.list(&ListParams::default().labels("app=fg")).await?.items.len();
+        let p = pods.list(&ListParams::default().labels("app=fg")).await?.items.len();
+        // The owner may only go once the dependents are gone.
+        if d.is_none() {
+            assert_eq!((r, p), (0, 0), "owner deleted before its dependents");
+        }
+        Ok(d.is_none())
+    })
+    .await?;
+
+    // Namespace deletion: Terminating, new content refused, everything deleted, then it goes.
+    nss.delete("team", &DeleteParams::default()).await?;
+    let err = api.create(&PostParams::default(), &deployment("late", 1, json!(1), json!(0))?).await;
+    assert!(matches!(err, Err(kube::Error::Api(ref s)) if s.code == 403), "{err:?}");
+    eventually("namespace gone", || async { Ok(nss.get_opt("team").await?.is_none()) }).await?;
+    stop.cancel();
+    Ok(())
+}
