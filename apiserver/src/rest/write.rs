@@ -422,7 +422,8 @@ impl Api {
             let (mut object, warnings) = admit(res, name, candidate, old_for_validation, validation)?;
             if res.generation != GenerationPolicy::None {
                 let old_gen = meta(&stored).get("generation").and_then(Value::as_i64).unwrap_or(1);
-                let gen = if generation_changed(res.generation, &stored, &object) { old_gen + 1 } else { old_gen };
+                let changed = mode != Mode::Status && generation_changed(res.generation, &stored, &object);
+                let gen = if changed { old_gen + 1 } else { old_gen };
                 meta_mut(&mut object).insert("generation".into(), gen.into());
             }
             if let Some(w) = track.writer(res, &api_version, &now()) {
@@ -491,9 +492,23 @@ impl Api {
         if mode == Mode::Status {
             let status = candidate.get("status").cloned();
             let managed_fields = candidate.pointer("/metadata/managedFields").cloned();
+            // Kubernetes' Deployment status strategy keeps spec and labels only, so the
+            // deployment controller records the revision annotation with its status write.
+            let annotations = (res.generation == GenerationPolicy::SpecAndAnnotations)
+                .then(|| meta(candidate).get("annotations").cloned())
+                .flatten();
             *candidate = current.clone();
             if let Some(mf) = managed_fields {
                 meta_mut(candidate).insert("managedFields".into(), mf);
+            }
+            match annotations {
+                Some(a) => {
+                    meta_mut(candidate).insert("annotations".into(), a);
+                }
+                None if res.generation == GenerationPolicy::SpecAndAnnotations => {
+                    meta_mut(candidate).remove("annotations");
+                }
+                None => {}
             }
             match status {
                 Some(s) => candidate["status"] = s,
