@@ -47,27 +47,13 @@ fn selector(v: Option<&Value>) -> String {
 }
 
 fn table(out: &mut String, indent: &str, header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let mut l = String::from(indent);
-        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
-            if i + 1 == cells.len() {
-                l.push_str(c);
-            } else {
-                let _ = write!(l, "{c:<w$}  ");
-            }
-        }
-        l.trim_end().to_string()
-    };
-    let _ = writeln!(out, "{}", line(header.iter().map(|h| h.to_string()).collect()));
-    let _ = writeln!(out, "{}", line(header.iter().map(|h| "-".repeat(h.len())).collect()));
-    for r in rows {
-        let _ = writeln!(out, "{}", line(r.clone()));
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    let dashes: Vec<String> = header.iter().map(|h| "-".repeat(h.len())).collect();
+    let lines: Vec<&[String]> =
+        [header.as_slice(), dashes.as_slice()].into_iter().chain(rows.iter().map(Vec::as_slice)).collect();
+    let widths = crate::columns::widths(lines.iter().copied());
+    for line in lines {
+        let _ = writeln!(out, "{indent}{}", crate::columns::row(line, &widths, 2));
     }
 }
 

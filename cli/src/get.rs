@@ -272,16 +272,7 @@ fn table_rows(table: &Value, wide: bool, all_namespaces: bool) -> (Vec<String>, 
 }
 
 fn print_row(line: &[String], widths: &[usize]) {
-    let mut out = String::new();
-    for (i, cell) in line.iter().enumerate() {
-        let w = widths.get(i).copied().unwrap_or(0);
-        if i + 1 == line.len() {
-            out.push_str(cell);
-        } else {
-            out.push_str(&format!("{cell:<w$}   "));
-        }
-    }
-    println!("{}", out.trim_end());
+    println!("{}", crate::columns::row(line, widths, 3));
 }
 
 /// Print tables as kubectl does; returns the column widths used.
@@ -296,12 +287,7 @@ fn print_tables(tables: &[Value], wide: bool, all_namespaces: bool, q: &Query<'_
         }
         return header.iter().map(String::len).collect();
     }
-    let mut widths: Vec<usize> = header.iter().map(String::len).collect();
-    for row in &rows {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
+    let widths = crate::columns::widths(std::iter::once(&header).chain(rows.iter()).map(Vec::as_slice));
     for line in std::iter::once(&header).chain(rows.iter()) {
         print_row(line, &widths);
     }

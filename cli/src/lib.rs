@@ -5,11 +5,12 @@
 //! tables), [`create`], [`describe`], [`delete`], [`rollout`] (status, history, undo, restart, pause, resume), [`edit`] (scale, set
 //! image, label, annotate, cordon), [`wait`]. Around them: [`client`] (kubeconfig, context,
 //! namespace), [`config`] (`config view|use-context`, `up --write-kubeconfig`), [`resolve`] (type names from discovery), [`manifest`] (reading YAML/JSON with error
-//! locations) and [`error`] (messages as kubectl prints them).
+//! locations), [`columns`] (aligned output) and [`error`] (messages as kubectl prints them).
 
 pub mod apply;
 pub mod cli;
 pub mod client;
+pub mod columns;
 pub mod config;
 pub mod create;
 pub mod delete;
