@@ -115,13 +115,9 @@ fn query_string(q: &Query<'_>) -> String {
     }
 }
 
+/// A query parameter value, URL-encoded.
 fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 async fn request(client: &kube::Client, path: &str, accept: &str) -> Result<Value> {
