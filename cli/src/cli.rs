@@ -32,6 +32,9 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
+    /// Work with the images of the local cluster's nodes.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Create or update objects from manifests (server-side apply, field manager `ferry`).
     Apply {
         /// Files, directories or `-` (stdin).
@@ -301,12 +304,27 @@ fn duration(s: &str) -> Result<Duration> {
     }))
 }
 
+#[derive(Subcommand, Debug)]
+enum ImageCommand {
+    /// Load an OCI image layout or `docker save` archive into every node of the local cluster.
+    Import {
+        /// The archive (tar).
+        archive: PathBuf,
+        /// Data directory of the cluster.
+        #[arg(long, env = "FERRY_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
 impl Cli {
     /// Run the command.
     pub async fn run(self) -> Result<()> {
         match self.command {
             Command::Up(a) => up::up(a).await,
             Command::Down { data_dir, timeout } => up::down(data_dir.as_deref(), timeout).await,
+            Command::Image(ImageCommand::Import { archive, data_dir }) => {
+                up::image_import(data_dir.as_deref(), None, &archive).await
+            }
             Command::Version => {
                 println!("Client Version: v{}", env!("CARGO_PKG_VERSION"));
                 let (client, _) = self.connect.connect().await?;

@@ -1,13 +1,21 @@
 //! `ferry up` / `ferry down`: a whole single-machine cluster under one data directory.
 //!
-//! `ferry up` supervises the components as child processes — a private etcd, `ferry-apiserver`,
-//! `ferry-dns` and, when they are installed next to `ferry`, the other Ferry daemons — in dependency
-//! order, each started once the one before is ready, each restarted with exponential backoff (1 s
-//! doubling to 30 s, reset after a minute of uptime) if it exits. Logs go to `<data>/logs/<name>.log`;
-//! `<data>/ferry.pid` names the supervisor. With `--detach` the supervisor runs in the background in
-//! its own process group and `ferry up` returns once the API is ready. `ferry down` stops the
-//! supervisor (which stops its children, last started first) and, if anything is left, the whole
-//! process group. The same data dir brings the same cluster back.
+//! `ferry up` supervises the components as child processes in dependency order, each started
+//! once the one before is ready: a private etcd; a private containerd (config, root under
+//! `<data>/containerd`, socket and state under `/run/ferry/<id>`); `ferry-apiserver`; then, when
+//! installed next to `ferry`, `ferry-dns`, `ferry-controllers`, `ferry-scheduler`; and one
+//! `ferry-nodelet` per node (`--nodes`, each with its own name, containerd namespace, pod /24 of
+//! `--cluster-cidr` and bridge) plus one nodelet hosting `--simulated-nodes`. A component that
+//! exits is restarted with exponential backoff (1 s doubling to 30 s, reset after a minute of
+//! uptime). Logs go to `<data>/logs/<name>.log`; `<data>/ferry.pid` names the supervisor;
+//! `<data>/nodes.json` lists the containerd nodes (for `ferry image import`). With `--detach` the
+//! supervisor runs in the background in its own process group and `ferry up` returns once the
+//! API is ready and every node is Ready.
+//!
+//! `ferry down` stops the supervisor, which stops its children last started first and, before
+//! containerd, runs `ferry-nodelet teardown` for each node (pods' containers, netns, CNI
+//! addresses, the bridge); then anything left (a supervisor that was killed) is swept. The same
+//! data dir brings the same cluster back with its objects.
 
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, killpg, Signal};
@@ -46,6 +54,15 @@ pub struct UpArgs {
     /// Also merge the cluster into ~/.kube/config (or $KUBECONFIG) as context `ferry`, made current.
     #[arg(long)]
     pub write_kubeconfig: bool,
+    /// Nodes that run pods on containerd (one nodelet each, sharing one containerd; needs root).
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
+    /// Simulated nodes (no containers, like kwok), hosted by one nodelet process.
+    #[arg(long, default_value_t = 0)]
+    pub simulated_nodes: usize,
+    /// Pod address range: node i gets the i-th /24 in it (the first /24 is left unused).
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub cluster_cidr: String,
     /// Seconds to wait for readiness.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
@@ -119,10 +136,169 @@ pub async fn up(a: UpArgs) -> Result<()> {
             bail!("a cluster is already running from {} (pid {pid}); run `ferry down` first", data.display());
         }
     }
+    node_subnets(&a.cluster_cidr, a.nodes)?;
+    if a.nodes > 0 && !nix::unistd::geteuid().is_root() {
+        bail!(
+            "running pods needs root (network namespaces, CNI, containerd); run as root, \
+             or pass --nodes 0 (with --simulated-nodes N for a cluster without containers)"
+        );
+    }
     if a.detach {
         return detach(&a, &data).await;
     }
     supervise(&a, &data).await
+}
+
+/// The /24 pod subnets of `count` nodes inside `cidr` (an IPv4 network of at most /23): the
+/// first /24 stays unused, node i (1-based) gets the i-th.
+pub fn node_subnets(cidr: &str, count: usize) -> Result<Vec<String>> {
+    let bad = || anyhow::anyhow!("--cluster-cidr {cidr:?} is not an IPv4 network like 10.244.0.0/16");
+    let (ip, prefix) = cidr.split_once('/').ok_or_else(bad)?;
+    let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| bad())?;
+    let prefix: u32 = prefix.parse().map_err(|_| bad())?;
+    if !(8..=23).contains(&prefix) {
+        bail!("--cluster-cidr {cidr:?}: the prefix must be between /8 and /23 (each node takes a /24)");
+    }
+    let base = u32::from(ip) & (u32::MAX << (32 - prefix));
+    let available = (1usize << (24 - prefix)) - 1;
+    if count > available {
+        bail!("--cluster-cidr {cidr:?} has room for {available} nodes, not {count}");
+    }
+    Ok((1..=count).map(|i| format!("{}/24", std::net::Ipv4Addr::from(base + ((i as u32) << 8)))).collect())
+}
+
+/// A short id of the data directory, so that two clusters on one machine get distinct bridge
+/// names and runtime directories (FNV-1a of the canonical path).
+pub fn cluster_id(data: &Path) -> String {
+    let path = std::fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf());
+    let hash = path
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193));
+    format!("{:06x}", hash & 0xff_ffff)
+}
+
+/// One node of the cluster that runs pods on the shared containerd.
+#[derive(Debug, Clone)]
+struct NodeSpec {
+    name: String,
+    namespace: String,
+    bridge: String,
+    pod_cidr: String,
+    root: PathBuf,
+}
+
+fn node_specs(a: &UpArgs, data: &Path) -> Result<Vec<NodeSpec>> {
+    let id = cluster_id(data);
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "ferry".to_owned())
+        .to_lowercase();
+    let subnets = node_subnets(&a.cluster_cidr, a.nodes)?;
+    Ok(subnets
+        .into_iter()
+        .enumerate()
+        .map(|(i, pod_cidr)| {
+            let n = i + 1;
+            let name = if n == 1 { host.clone() } else { format!("{host}-{n}") };
+            NodeSpec {
+                namespace: format!("ferry-{n}"),
+                bridge: format!("fy{id}n{n}"),
+                root: data.join("nodes").join(&name),
+                name,
+                pod_cidr,
+            }
+        })
+        .collect())
+}
+
+/// `<data>/nodes.json`: the containerd nodes of the running cluster, for `ferry image import`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct NodeRecord {
+    name: String,
+    containerd_address: PathBuf,
+    containerd_namespace: String,
+}
+
+fn write_record(data: &Path, nodes: &[NodeSpec]) -> Result<()> {
+    let socket = containerd_socket(data);
+    let record: Vec<NodeRecord> = nodes
+        .iter()
+        .map(|n| NodeRecord {
+            name: n.name.clone(),
+            containerd_address: socket.clone(),
+            containerd_namespace: n.namespace.clone(),
+        })
+        .collect();
+    std::fs::write(data.join("nodes.json"), serde_json::to_vec_pretty(&record)?).context("writing nodes.json")
+}
+
+/// `ferry image import ARCHIVE`: load an OCI or `docker save` archive into the containerd
+/// namespace of every node of the local cluster (through `ferry-nodelet image import`).
+pub async fn image_import(data_arg: Option<&Path>, bin_dir: Option<&Path>, archive: &Path) -> Result<()> {
+    let data = data_dir(data_arg)?;
+    if running_pid(&data).is_none() {
+        bail!("no cluster is running from {}; start one with `ferry up`", data.display());
+    }
+    if !archive.is_file() {
+        bail!("{}: no such file", archive.display());
+    }
+    let text = std::fs::read_to_string(data.join("nodes.json")).unwrap_or_else(|_| "[]".to_owned());
+    let nodes: Vec<NodeRecord> = serde_json::from_str(&text).context("reading nodes.json")?;
+    if nodes.is_empty() {
+        bail!("the cluster in {} has no containerd nodes (started with --nodes 0)", data.display());
+    }
+    let nodelet = find(bin_dir, "ferry-nodelet").context("ferry-nodelet not found next to ferry or on PATH")?;
+    for n in &nodes {
+        let out = Command::new(&nodelet)
+            .arg("--containerd-address")
+            .arg(&n.containerd_address)
+            .arg("--containerd-namespace")
+            .arg(&n.containerd_namespace)
+            .args(["image", "import"])
+            .arg(archive)
+            .output()
+            .await
+            .context("running ferry-nodelet image import")?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            let reason = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("failed");
+            bail!("node {}: {}", n.name, reason.trim_start_matches("ferry-nodelet: "));
+        }
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            println!("{}: {line}", n.name);
+        }
+    }
+    Ok(())
+}
+
+/// containerd's runtime directory: short (socket paths are limited to 108 bytes) and on tmpfs.
+fn containerd_run_dir(data: &Path) -> PathBuf {
+    PathBuf::from("/run/ferry").join(cluster_id(data))
+}
+
+/// containerd's socket in a cluster started from `data`.
+pub fn containerd_socket(data: &Path) -> PathBuf {
+    containerd_run_dir(data).join("containerd.sock")
+}
+
+/// containerd's configuration: everything under the data dir and the runtime dir, CRI off.
+fn containerd_config(data: &Path) -> String {
+    let run = containerd_run_dir(data);
+    let q = |p: PathBuf| format!("{:?}", p.display().to_string());
+    format!(
+        "version = 2\nroot = {}\nstate = {}\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+         [grpc]\n  address = {}\n[ttrpc]\n  address = {}\n[debug]\n  address = \"\"\n  level = \"warn\"\n\
+         [metrics]\n  address = \"\"\n[plugins.\"io.containerd.internal.v1.opt\"]\n  path = {}\n",
+        q(data.join("containerd/root")),
+        q(run.join("state")),
+        q(run.join("containerd.sock")),
+        q(run.join("containerd.sock.ttrpc")),
+        q(data.join("containerd/opt")),
+    )
 }
 
 /// Start the supervisor in the background and wait until the API is ready.
@@ -138,6 +314,9 @@ async fn detach(a: &UpArgs, data: &Path) -> Result<()> {
         .args(["--etcd-port", &a.etcd_port.to_string()])
         .args(["--etcd-peer-port", &peer_port(a).to_string()])
         .args(["--dns-port", &a.dns_port.to_string()])
+        .args(["--nodes", &a.nodes.to_string()])
+        .args(["--simulated-nodes", &a.simulated_nodes.to_string()])
+        .args(["--cluster-cidr", &a.cluster_cidr])
         .args(["--timeout", &a.timeout.to_string()]);
     if let Some(b) = &a.bin_dir {
         cmd.arg("--bin-dir").arg(b);
@@ -199,8 +378,7 @@ async fn run_components(a: &UpArgs, data: &Path) -> Result<()> {
     let etcd = find(bin, "etcd").context("etcd is not installed (apt install etcd-server)")?;
     let apiserver = find(bin, "ferry-apiserver").context("ferry-apiserver not found next to ferry or on PATH")?;
     let kc = kubeconfig(data);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut running: Vec<(&'static str, tokio::task::JoinHandle<()>)> = Vec::new();
+    let mut running: Vec<Supervised> = Vec::new();
 
     let etcd_url = format!("http://127.0.0.1:{}", a.etcd_port);
     let peer_url = format!("http://127.0.0.1:{}", peer_port(a));
@@ -226,15 +404,30 @@ async fn run_components(a: &UpArgs, data: &Path) -> Result<()> {
             &"warn",
         ]),
     };
-    running.push(("etcd", supervise_one(etcd_c, data, stop_rx.clone())));
+    running.push(start(etcd_c, data));
     wait_etcd(&etcd_url, a.timeout).await?;
+
+    let nodes = node_specs(a, data)?;
+    write_record(data, &nodes)?;
+    // Commands that remove the nodes' pods from the machine, run before containerd stops.
+    let mut teardowns: Vec<Component> = Vec::new();
+    if !nodes.is_empty() {
+        let containerd = find(bin, "containerd").context("containerd is not installed (apt install containerd)")?;
+        std::fs::create_dir_all(containerd_run_dir(data)).context("creating /run/ferry")?;
+        std::fs::create_dir_all(data.join("containerd")).context("creating the containerd dir")?;
+        let config = data.join("containerd/config.toml");
+        std::fs::write(&config, containerd_config(data)).context("writing containerd's config")?;
+        let c = Component { name: "containerd", program: containerd, args: args(&[&"--config", &config]) };
+        running.push(start(c, data));
+        wait_socket(&containerd_socket(data), a.timeout).await?;
+    }
 
     let api_c = Component {
         name: "apiserver",
         program: apiserver,
         args: args(&[&"--etcd-servers", &etcd_url, &"--data-dir", &data, &"--secure-port", &a.api_port.to_string()]),
     };
-    running.push(("apiserver", supervise_one(api_c, data, stop_rx.clone())));
+    running.push(start(api_c, data));
     wait_api(&kc, a.timeout).await?;
 
     if let Some(dns) = find(bin, "ferry-dns") {
@@ -243,29 +436,186 @@ async fn run_components(a: &UpArgs, data: &Path) -> Result<()> {
             program: dns,
             args: args(&[&"--kubeconfig", &kc, &"--listen", &format!("127.0.0.1:{}", a.dns_port)]),
         };
-        running.push(("dns", supervise_one(c, data, stop_rx.clone())));
+        running.push(start(c, data));
     }
     for (name, program) in [("controllers", "ferry-controllers"), ("scheduler", "ferry-scheduler")] {
         if let Some(p) = find(bin, program) {
             let c = Component { name, program: p, args: args(&[&"--kubeconfig", &kc]) };
-            running.push((name, supervise_one(c, data, stop_rx.clone())));
+            running.push(start(c, data));
         }
+    }
+    let mut expected_nodes: Vec<String> = Vec::new();
+    if !nodes.is_empty() || a.simulated_nodes > 0 {
+        let nodelet = find(bin, "ferry-nodelet").context("ferry-nodelet not found next to ferry or on PATH")?;
+        let socket = containerd_socket(data);
+        for node in &nodes {
+            std::fs::create_dir_all(&node.root).with_context(|| format!("creating {}", node.root.display()))?;
+            let c = Component {
+                name: leak(format!("nodelet-{}", node.name)),
+                program: nodelet.clone(),
+                args: args(&[
+                    &"--kubeconfig",
+                    &kc,
+                    &"--node-name",
+                    &node.name,
+                    &"--root-dir",
+                    &node.root,
+                    &"--containerd-address",
+                    &socket,
+                    &"--containerd-namespace",
+                    &node.namespace,
+                    &"--pod-cidr",
+                    &node.pod_cidr,
+                    &"--cni-bridge",
+                    &node.bridge,
+                ]),
+            };
+            teardowns.push(Component { args: teardown_args(node, &socket), ..c.clone() });
+            running.push(start(c, data));
+            expected_nodes.push(node.name.clone());
+        }
+        if a.simulated_nodes > 0 {
+            let c = Component {
+                name: "nodelet-simulated",
+                program: nodelet,
+                args: args(&[
+                    &"--kubeconfig",
+                    &kc,
+                    &"--runtime",
+                    &"simulated",
+                    &"--node-name",
+                    &"sim",
+                    &"--root-dir",
+                    &data.join("nodes/simulated"),
+                    &"--simulated-nodes",
+                    &a.simulated_nodes.to_string(),
+                ]),
+            };
+            running.push(start(c, data));
+            expected_nodes.extend((0..a.simulated_nodes).map(|i| format!("sim-{i}")));
+        }
+        wait_nodes(&kc, &expected_nodes, a.timeout).await?;
     }
     std::fs::write(data.join("ready"), std::process::id().to_string()).context("writing the ready marker")?;
     if !a.supervise {
         print_next_steps(data, a);
     }
-    let names: Vec<&str> = running.iter().map(|(n, _)| *n).collect();
+    let names: Vec<&str> = running.iter().map(|r| r.name).collect();
     eprintln!("ferry: running {}", names.join(", "));
 
     shutdown_signal().await;
     eprintln!("ferry: stopping");
-    let _ = stop_tx.send(true);
-    // Last started, first stopped.
-    for (_, task) in running.into_iter().rev() {
-        let _ = task.await;
+    // Last started, first stopped; the nodes' pods are removed while containerd still runs.
+    for r in running.into_iter().rev() {
+        if r.name == "containerd" {
+            for t in &teardowns {
+                run_teardown(t, data).await;
+            }
+            let _ = std::fs::remove_dir_all(data.join("nodes"));
+        }
+        let _ = r.stop.send(true);
+        let _ = r.task.await;
+    }
+    if !nodes.is_empty() {
+        let _ = std::fs::remove_dir_all(containerd_run_dir(data));
     }
     Ok(())
+}
+
+fn teardown_args(node: &NodeSpec, socket: &Path) -> Vec<OsString> {
+    args(&[
+        &"--root-dir",
+        &node.root,
+        &"--containerd-address",
+        &socket,
+        &"--containerd-namespace",
+        &node.namespace,
+        &"--pod-cidr",
+        &node.pod_cidr,
+        &"--cni-bridge",
+        &node.bridge,
+        &"teardown",
+    ])
+}
+
+/// Run one node's teardown, its output appended to the node's log.
+async fn run_teardown(c: &Component, data: &Path) {
+    let log_path = data.join("logs").join(format!("{}.log", c.name));
+    match spawn(c, &log_path) {
+        Ok(mut child) => match tokio::time::timeout(Duration::from_secs(60), child.wait()).await {
+            Ok(Ok(status)) if status.success() => {}
+            Ok(Ok(status)) => {
+                eprintln!("ferry: removing the pods of {} failed ({status}); see {}", c.name, log_path.display())
+            }
+            Ok(Err(e)) => eprintln!("ferry: removing the pods of {}: {e}", c.name),
+            Err(_) => {
+                eprintln!("ferry: removing the pods of {} took over 60 s; giving up", c.name);
+                let _ = child.kill().await;
+            }
+        },
+        Err(e) => eprintln!("ferry: cannot remove the pods of {}: {e:#}", c.name),
+    }
+}
+
+/// Component names live as long as the supervisor; a handful of node names are leaked once.
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+async fn wait_socket(path: &Path, timeout: u64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    while tokio::net::UnixStream::connect(path).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("containerd did not come up at {} within {timeout} s (see logs/containerd.log)", path.display());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// Wait until every node in `names` is registered and Ready.
+async fn wait_nodes(kubeconfig: &Path, names: &[String], timeout: u64) -> Result<()> {
+    use k8s_openapi::api::core::v1::Node;
+    let client = crate::client::from_kubeconfig(kubeconfig, None).await?;
+    let api: kube::Api<Node> = kube::Api::all(client);
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    loop {
+        let ready: std::collections::BTreeSet<String> = match api.list(&Default::default()).await {
+            Ok(list) => list
+                .items
+                .into_iter()
+                .filter(|n| {
+                    n.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                })
+                .filter_map(|n| n.metadata.name)
+                .collect(),
+            Err(_) => Default::default(),
+        };
+        let missing: Vec<&str> = names.iter().filter(|n| !ready.contains(*n)).map(String::as_str).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("node(s) {} not Ready within {timeout} s (see logs/nodelet-*.log)", missing.join(", "));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A component under supervision and the switch that stops it.
+struct Supervised {
+    name: &'static str,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn start(c: Component, data: &Path) -> Supervised {
+    let (stop, stop_rx) = watch::channel(false);
+    let name = c.name;
+    Supervised { name, stop, task: supervise_one(c, data, stop_rx) }
 }
 
 /// Keep one component running until `stop` turns true, restarting it with backoff.
@@ -398,6 +748,7 @@ async fn api_ready(kubeconfig: &Path) -> bool {
 pub async fn down(data_arg: Option<&Path>, timeout: u64) -> Result<()> {
     let data = data_dir(data_arg)?;
     let Some(pid) = running_pid(&data) else {
+        sweep(&data);
         println!("no cluster is running from {}", data.display());
         return Ok(());
     };
@@ -408,8 +759,60 @@ pub async fn down(data_arg: Option<&Path>, timeout: u64) -> Result<()> {
     }
     // Whatever is left of the process group (a supervisor that hung, children it could not stop).
     let _ = killpg(pid, Signal::SIGKILL);
+    sweep(&data);
     let _ = std::fs::remove_file(pid_file(&data));
     let _ = std::fs::remove_file(data.join("ready"));
     println!("Ferry is down ({})", data.display());
     Ok(())
+}
+
+/// Remove what a supervisor that could not finish its shutdown (killed, timed out) leaves on the
+/// machine: containerd shims of this cluster and their containers, mounts under the data and
+/// runtime dirs, the pods' network namespaces and the nodes' bridges. A no-op after a clean stop.
+fn sweep(data: &Path) {
+    let run_dir = containerd_run_dir(data);
+    let run_s = run_dir.display().to_string();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains("containerd-shim") && cmd.contains(&run_s) {
+            kill_tree(pid);
+        }
+    }
+    let data_s = data.display().to_string();
+    if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|m| m.starts_with(&data_s) || m.starts_with(&run_s))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    for node in std::fs::read_dir(data.join("nodes")).into_iter().flatten().flatten() {
+        for pod in std::fs::read_dir(node.path().join("pods")).into_iter().flatten().flatten() {
+            let netns = format!("ferry-{}", pod.file_name().to_string_lossy());
+            let _ = std::process::Command::new("ip").args(["netns", "delete", &netns]).output();
+        }
+    }
+    let id = cluster_id(data);
+    for link in std::fs::read_dir("/sys/class/net").into_iter().flatten().flatten() {
+        let name = link.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&format!("fy{id}n")) {
+            let _ = std::process::Command::new("ip").args(["link", "delete", &name]).output();
+        }
+    }
+    let _ = std::fs::remove_dir_all(&run_dir);
+}
+
+/// SIGKILL a process and everything under it, children first.
+fn kill_tree(pid: i32) {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    for child in children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
+        kill_tree(child);
+    }
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
 }

@@ -77,6 +77,9 @@ async fn up_down_up_keeps_the_cluster() -> Result<()> {
         &peer,
         "--dns-port",
         &dns,
+        // No node: this test is about the control plane; ci_pipeline.rs runs one.
+        "--nodes",
+        "0",
     ];
     let _guard = Down(vec!["--data-dir".into(), data_s.clone()]);
 

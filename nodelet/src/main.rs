@@ -36,6 +36,10 @@ struct Args {
     /// containerd's socket.
     #[arg(long, global = true, default_value = "/run/containerd/containerd.sock")]
     containerd_address: PathBuf,
+    /// containerd namespace holding this node's images and containers (one per node when
+    /// several nodelets share a containerd).
+    #[arg(long, global = true, default_value = containerd::NAMESPACE)]
+    containerd_namespace: String,
     /// Directory for the nodelet's state.
     #[arg(long, default_value = "/var/lib/ferry-nodelet")]
     root_dir: PathBuf,
@@ -75,6 +79,9 @@ struct Args {
     /// Start delay of pods on the simulated runtime, in milliseconds.
     #[arg(long, default_value_t = 0)]
     simulated_start_delay_ms: u64,
+    /// With the simulated runtime: host this many nodes, named `<node-name>-<i>` (like kwok).
+    #[arg(long)]
+    simulated_nodes: Option<usize>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -82,6 +89,13 @@ enum Cmd {
     /// Work with images in containerd.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Stop and remove every pod this node runs (containers, tasks, snapshots, netns, CNI
+    /// addresses, cgroups) and the node's bridge; what `ferry down` runs for each node.
+    Teardown {
+        /// Seconds each container gets between SIGTERM and SIGKILL.
+        #[arg(long, default_value_t = 5)]
+        grace_seconds: u64,
+    },
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -108,12 +122,16 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    if let Some(Cmd::Image(ImageCmd::Import { archive })) = &args.command {
-        let c = Containerd::connect(&args.containerd_address, containerd::NAMESPACE).await?;
-        for name in c.import_archive(archive).await.with_context(|| format!("importing {}", archive.display()))? {
-            println!("imported {name}");
+    match &args.command {
+        Some(Cmd::Image(ImageCmd::Import { archive })) => {
+            let c = Containerd::connect(&args.containerd_address, &args.containerd_namespace).await?;
+            for name in c.import_archive(archive).await.with_context(|| format!("importing {}", archive.display()))? {
+                println!("imported {name}");
+            }
+            return Ok(());
         }
-        return Ok(());
+        Some(Cmd::Teardown { grace_seconds }) => return teardown(&args, Duration::from_secs(*grace_seconds)).await,
+        None => {}
     }
     let Some(kubeconfig) = args.kubeconfig.clone() else { bail!("--kubeconfig (or KUBECONFIG) is required") };
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -147,24 +165,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 start_delay: Duration::from_millis(args.simulated_start_delay_ms),
                 ..SimulatedConfig::default()
             };
+            if let Some(count) = args.simulated_nodes {
+                return run_many_simulated(&client, &config, count, sim).await;
+            }
             Nodelet::simulated(client, config, machine.ip, sim)
         }
         RuntimeKind::Containerd => {
             let Some(pod_cidr) = config.pod_cidr.clone() else {
                 bail!("--pod-cidr is required with --runtime containerd")
             };
-            let ctrd = Containerd::connect(&args.containerd_address, containerd::NAMESPACE).await?;
-            let rc = ContainerdConfig {
-                root_dir: args.root_dir.clone(),
-                cni: CniConfig {
-                    bin_dir: args.cni_bin_dir.clone(),
-                    bridge: args.cni_bridge.clone(),
-                    pod_cidr,
-                    ipam_dir: args.root_dir.join("cni"),
-                },
-                host_ip: machine.ip.to_string(),
-                backoff_start: BACKOFF_START,
-            };
+            let ctrd = Containerd::connect(&args.containerd_address, &args.containerd_namespace).await?;
+            let rc = runtime_config(&args, pod_cidr, machine.ip);
             Nodelet::new(
                 client.clone(),
                 config,
@@ -178,4 +189,83 @@ async fn run(args: Args) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
     }
     Ok(())
+}
+
+fn runtime_config(args: &Args, pod_cidr: String, host_ip: IpAddr) -> ContainerdConfig {
+    ContainerdConfig {
+        root_dir: args.root_dir.clone(),
+        cni: CniConfig {
+            bin_dir: args.cni_bin_dir.clone(),
+            bridge: args.cni_bridge.clone(),
+            pod_cidr,
+            ipam_dir: args.root_dir.join("cni"),
+        },
+        host_ip: host_ip.to_string(),
+        backoff_start: BACKOFF_START,
+    }
+}
+
+/// `ferry-nodelet teardown`: remove every pod of this node from the machine, then its bridge.
+async fn teardown(args: &Args, grace: Duration) -> anyhow::Result<()> {
+    use ferry_nodelet::runtime::Runtime;
+    let ctrd = Containerd::connect(&args.containerd_address, &args.containerd_namespace).await?;
+    // CNI DEL only needs the network's name and IPAM directory; the range is not consulted.
+    let pod_cidr = args.pod_cidr.clone().unwrap_or_else(|| "10.0.0.0/24".to_owned());
+    let runtime = ContainerdRuntime::new(ctrd, runtime_config(args, pod_cidr, IpAddr::from([127, 0, 0, 1])));
+    let uids = runtime.list_pods().await.context("listing pods")?;
+    let results = futures::future::join_all(uids.iter().map(|uid| runtime.kill_pod(uid, grace))).await;
+    let mut failed = 0;
+    for (uid, r) in uids.iter().zip(results) {
+        if let Err(e) = r {
+            eprintln!("ferry-nodelet: removing pod {uid}: {e}");
+            failed += 1;
+        }
+    }
+    let link = std::process::Command::new("ip").args(["link", "delete", &args.cni_bridge]).output();
+    if let Ok(out) = link {
+        let err = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() && !err.contains("Cannot find device") {
+            eprintln!("ferry-nodelet: deleting bridge {}: {}", args.cni_bridge, err.trim());
+            failed += 1;
+        }
+    }
+    println!("removed {} pod(s)", uids.len() - failed.min(uids.len()));
+    if failed > 0 {
+        bail!("{failed} item(s) could not be removed");
+    }
+    Ok(())
+}
+
+/// `--runtime simulated --simulated-nodes N`: N simulated nodes in this process until interrupted.
+async fn run_many_simulated(
+    client: &kube::Client,
+    template: &Config,
+    count: usize,
+    sim: SimulatedConfig,
+) -> anyhow::Result<()> {
+    if count == 0 {
+        bail!("--simulated-nodes must be at least 1");
+    }
+    let nodes = ferry_nodelet::run_simulated_nodes(
+        client,
+        &template.node_name,
+        count,
+        |c| {
+            c.labels.extend(template.labels.clone());
+            c.zone.clone_from(&template.zone);
+            c.max_pods = template.max_pods;
+            c.lease_renew_interval = template.lease_renew_interval;
+            c.status_report_interval = template.status_report_interval;
+        },
+        sim,
+    );
+    let first_failure = futures::future::select_all(nodes);
+    tokio::select! {
+        (r, i, _) = first_failure => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(anyhow::Error::new(e).context(format!("simulated node {i}"))),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("simulated node {i}"))),
+        },
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
 }

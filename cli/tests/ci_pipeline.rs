@@ -1,0 +1,303 @@
+//! A CI pipeline against `ferry up --detach` with a real node (containerd, runc, CNI): apply a
+//! Deployment of 4 replicas → `rollout status` exits 0 → new image → progress and exit 0 → an image
+//! that does not exist → `rollout status` exits non-zero with ProgressDeadlineExceeded → `rollout
+//! undo` → healthy → `delete -f` → nothing left. Once with `ferry`, once with the stock kubectl,
+//! against the same cluster. Then `ferry down` must leave no process, mount, netns or link behind.
+
+use anyhow::{bail, Context, Result};
+use ferry_testkit::free_port;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn ferry() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ferry"))
+}
+
+const DAEMONS: [&str; 6] =
+    ["ferry-apiserver", "ferry-dns", "ferry-controllers", "ferry-scheduler", "ferry-nodelet", "ferry-busybox-image"];
+
+/// The daemons `ferry up` runs live next to `ferry`; build them if this test runs alone.
+fn ensure_daemons() -> Result<()> {
+    let dir = ferry().parent().map(Path::to_path_buf).context("ferry has no directory")?;
+    if DAEMONS.iter().any(|d| !dir.join(d).is_file()) {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.arg("build").arg("--bins");
+        for p in
+            ["ferry-apiserver", "ferry-dns", "ferry-controllers", "ferry-scheduler", "ferry-nodelet", "ferry-testkit"]
+        {
+            cmd.args(["-p", p]);
+        }
+        anyhow::ensure!(cmd.status()?.success(), "building the daemons failed");
+    }
+    Ok(())
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(Path::new(&home).join(".cache/ferry/venv/bin"));
+    }
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// Exit code and combined output of a command (killed after `limit`).
+fn run(program: &Path, args: &[&str], limit: Duration) -> Result<(i32, String)> {
+    let mut child = Command::new(program)
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {}", program.display()))?;
+    let start = Instant::now();
+    while child.try_wait()?.is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output()?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.code().unwrap_or(-1), text))
+}
+
+/// Runs `ferry down` when dropped, so a failing test leaves nothing running.
+struct Down(String);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = Command::new(ferry()).args(["down", "--data-dir", &self.0]).output();
+    }
+}
+
+fn manifest(name: &str, image: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  labels: {{app: {name}}}
+spec:
+  replicas: 4
+  progressDeadlineSeconds: 20
+  selector:
+    matchLabels: {{app: {name}}}
+  strategy:
+    rollingUpdate: {{maxSurge: 1, maxUnavailable: 0}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: web
+          image: {image}
+          imagePullPolicy: IfNotPresent
+          command: ["httpd", "-f", "-p", "8080"]
+          readinessProbe:
+            tcpSocket: {{port: 8080}}
+            periodSeconds: 1
+"#
+    )
+}
+
+/// One pipeline run with `client` (`ferry` or stock `kubectl`), which takes kubectl's flags.
+fn pipeline(client: &Path, kubeconfig: &Path, dir: &Path, name: &str) -> Result<()> {
+    let kc = kubeconfig.to_string_lossy().into_owned();
+    let file = dir.join(format!("{name}.yaml"));
+    let file_s = file.to_string_lossy().into_owned();
+    let target = format!("deployment/{name}");
+    let tool = client.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let step = |args: &[&str]| -> Result<(i32, String)> {
+        let mut all = vec!["--kubeconfig", kc.as_str()];
+        all.extend_from_slice(args);
+        run(client, &all, Duration::from_secs(120))
+    };
+    let expect = |args: &[&str], code: i32, needle: &str| -> Result<String> {
+        let (got, out) = step(args)?;
+        if got != code || !out.contains(needle) {
+            bail!("{tool} {}: exit {got} (want {code}), output lacks {needle:?}:\n{out}", args.join(" "));
+        }
+        Ok(out)
+    };
+
+    std::fs::write(&file, manifest(name, "busybox:ci-1"))?;
+    expect(&["apply", "-f", &file_s], 0, &format!("deployment.apps/{name}"))?;
+    expect(&["rollout", "status", &target, "--timeout=120s"], 0, "successfully rolled out")?;
+
+    std::fs::write(&file, manifest(name, "busybox:ci-2"))?;
+    expect(&["apply", "-f", &file_s], 0, "configured")?;
+    let out = expect(&["rollout", "status", &target, "--timeout=120s"], 0, "successfully rolled out")?;
+    assert!(
+        out.contains("new replicas have been updated") || out.contains("old replicas are pending termination"),
+        "{tool} shows progress:\n{out}"
+    );
+    let (_, images) =
+        step(&["get", "pods", "-l", &format!("app={name}"), "-o", "jsonpath={.items[*].spec.containers[0].image}"])?;
+    assert!(images.split_whitespace().all(|i| i == "busybox:ci-2"), "{tool}: every pod runs the new image: {images}");
+
+    // Nothing serves this image: the loopback port is closed (and pulls never leave the machine).
+    std::fs::write(&file, manifest(name, "127.0.0.1:9/ferry-ci/missing:1"))?;
+    expect(&["apply", "-f", &file_s], 0, "configured")?;
+    let started = Instant::now();
+    let (code, out) = step(&["rollout", "status", &target, "--timeout=120s"])?;
+    assert_ne!(code, 0, "{tool}: rollout status fails on a stuck rollout:\n{out}");
+    assert!(out.contains("exceeded its progress deadline"), "{tool}: names the reason:\n{out}");
+    assert!(started.elapsed() < Duration::from_secs(90), "{tool}: failed at the deadline, not at the timeout");
+    let (_, ready) = step(&["get", &target, "-o", "jsonpath={.status.readyReplicas}"])?;
+    assert_eq!(ready.trim(), "4", "{tool}: maxUnavailable=0 keeps every old pod serving");
+
+    expect(&["rollout", "undo", &target], 0, "rolled back")?;
+    expect(&["rollout", "status", &target, "--timeout=120s"], 0, "successfully rolled out")?;
+    let (_, images) =
+        step(&["get", "pods", "-l", &format!("app={name}"), "-o", "jsonpath={.items[*].spec.containers[0].image}"])?;
+    let images: Vec<&str> = images.split_whitespace().collect();
+    assert!(images.len() >= 4 && images.iter().all(|i| *i == "busybox:ci-2"), "{tool}: back on ci-2: {images:?}");
+
+    expect(&["delete", "-f", &file_s], 0, &format!("\"{name}\" deleted"))?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, left) = step(&["get", "pods,replicasets,deployments", "-l", &format!("app={name}"), "-o", "name"])?;
+        if left.trim().is_empty() || left.contains("No resources found") {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{tool}: objects left after delete -f: {left}");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    Ok(())
+}
+
+/// What of a cluster could outlive it on the machine.
+fn leftovers(data: &str, run_dir: &str, bridge: &str, netns_before: &[String]) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(data) || cmd.contains(run_dir) {
+            found.push(format!("process {}: {cmd}", entry.file_name().to_string_lossy()));
+        }
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    found.extend(mounts.lines().filter(|l| l.contains(data) || l.contains(run_dir)).map(|l| format!("mount: {l}")));
+    found.extend(netns().into_iter().filter(|n| !netns_before.contains(n)).map(|n| format!("netns: {n}")));
+    if Path::new("/sys/class/net").join(bridge).exists() {
+        found.push(format!("link: {bridge}"));
+    }
+    found
+}
+
+fn netns() -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("ferry-"))
+        .collect()
+}
+
+#[test]
+fn ci_pipeline_with_ferry_and_stock_kubectl() -> Result<()> {
+    let ci = std::env::var_os("CI").is_some();
+    let missing: Vec<&str> = ["etcd", "containerd", "runc"].into_iter().filter(|b| which(b).is_none()).collect();
+    let root = nix::unistd::geteuid().is_root();
+    if !missing.is_empty() || !root {
+        assert!(!ci, "CI must run this as root with {missing:?} installed");
+        println!("skipping: needs root and {missing:?}");
+        return Ok(());
+    }
+    let kubectl = which("kubectl");
+    assert!(kubectl.is_some() || !ci, "kubectl must be available in CI");
+    ensure_daemons()?;
+
+    let tmp = tempfile::Builder::new().prefix("ferry-ci-").tempdir_in("/tmp")?;
+    let data = tmp.path().join("cluster");
+    let data_s = data.to_string_lossy().into_owned();
+    let [api, etcd, peer, dns] = [free_port()?, free_port()?, free_port()?, free_port()?].map(|p| p.to_string());
+    // A /16 of its own so that tests running side by side never share pod routes.
+    let cidr = format!("10.{}.0.0/16", 100 + (std::process::id() % 50));
+    let netns_before = netns();
+    let _down = Down(data_s.clone());
+    let (code, out) = run(
+        &ferry(),
+        &[
+            "up",
+            "--detach",
+            "--data-dir",
+            &data_s,
+            "--api-port",
+            &api,
+            "--etcd-port",
+            &etcd,
+            "--etcd-peer-port",
+            &peer,
+            "--dns-port",
+            &dns,
+            "--nodes",
+            "1",
+            "--cluster-cidr",
+            &cidr,
+        ],
+        Duration::from_secs(120),
+    )?;
+    assert_eq!(code, 0, "ferry up: {out}");
+    let kubeconfig = data.join("admin.kubeconfig");
+
+    let bin = ferry().parent().map(Path::to_path_buf).context("no bin dir")?;
+    for tag in ["ci-1", "ci-2"] {
+        let archive = tmp.path().join(format!("{tag}.tar"));
+        let (code, out) = run(
+            &bin.join("ferry-busybox-image"),
+            &[&archive.to_string_lossy(), &format!("busybox:{tag}")],
+            Duration::from_secs(60),
+        )?;
+        assert_eq!(code, 0, "{out}");
+        let (code, out) = run(
+            &ferry(),
+            &["image", "import", &archive.to_string_lossy(), "--data-dir", &data_s],
+            Duration::from_secs(60),
+        )?;
+        assert_eq!(code, 0, "ferry image import: {out}");
+        assert!(out.contains(&format!("imported docker.io/library/busybox:{tag}")), "{out}");
+    }
+
+    pipeline(&ferry(), &kubeconfig, tmp.path(), "ci-ferry")?;
+    if let Some(kubectl) = kubectl {
+        pipeline(&kubectl, &kubeconfig, tmp.path(), "ci-kubectl")?;
+    }
+
+    // Leave pods running, then `ferry down` must remove everything of the cluster.
+    let file = tmp.path().join("left.yaml");
+    std::fs::write(&file, manifest("left", "busybox:ci-1"))?;
+    let kc = kubeconfig.to_string_lossy().into_owned();
+    let (code, out) = run(
+        &ferry(),
+        &["--kubeconfig", &kc, "apply", "-f", &file.to_string_lossy(), "--wait", "--timeout", "120s"],
+        Duration::from_secs(150),
+    )?;
+    assert_eq!(code, 0, "{out}");
+    let nodes_json = std::fs::read_to_string(data.join("nodes.json"))?;
+    assert!(nodes_json.contains("ferry-1"), "{nodes_json}");
+    let (code, out) = run(&ferry(), &["down", "--data-dir", &data_s], Duration::from_secs(90))?;
+    assert_eq!(code, 0, "ferry down: {out}");
+    let run_dir = format!("/run/ferry/{}", cluster_id(&data));
+    let bridge = format!("fy{}n1", cluster_id(&data));
+    assert_eq!(
+        leftovers(&data_s, &run_dir, &bridge, &netns_before),
+        Vec::<String>::new(),
+        "ferry down leaves nothing behind"
+    );
+    assert!(!Path::new(&run_dir).exists(), "{run_dir} removed");
+    Ok(())
+}
+
+/// The id `ferry up` derives from the data dir (see `up.rs`): bridge names and /run/ferry/<id>.
+fn cluster_id(data: &Path) -> String {
+    ferry_cli::up::cluster_id(data)
+}
