@@ -413,15 +413,30 @@ impl Cli {
                 crate::wait::wait(&client, &ns, &kind, &names, &condition, timeout).await
             }
             Command::Get { kind, names, output, watch, selector, field_selector, all_namespaces } => {
+                let (kind, names) = split_type_name(&kind, names);
+                let kinds: Vec<&str> = kind.split(',').filter(|k| !k.is_empty()).collect();
+                if kinds.is_empty() {
+                    bail!("a resource type is required");
+                }
+                if kinds.len() > 1
+                    && (watch || !names.is_empty() || !matches!(output, None | Some(Output::Wide) | Some(Output::Name)))
+                {
+                    bail!(
+                        "several resource types ({kind}) work with table or -o name output, without names or --watch"
+                    );
+                }
                 let (client, ns) = self.connect.connect().await?;
-                let q = Query {
-                    kind: &kind,
-                    names: &names,
-                    namespace: if all_namespaces { None } else { Some(&ns) },
-                    selector: selector.as_deref(),
-                    field_selector: field_selector.as_deref(),
-                };
-                get::get(&client, &q, output, watch).await
+                for kind in kinds {
+                    let q = Query {
+                        kind,
+                        names: &names,
+                        namespace: if all_namespaces { None } else { Some(&ns) },
+                        selector: selector.as_deref(),
+                        field_selector: field_selector.as_deref(),
+                    };
+                    get::get(&client, &q, output.clone(), watch).await?;
+                }
+                Ok(())
             }
             Command::Delete { kind, names, files, recursive, selector, cascade, wait, ignore_not_found, timeout } => {
                 let (client, ns) = self.connect.connect().await?;

@@ -136,9 +136,24 @@ fn pipeline(client: &Path, kubeconfig: &Path, dir: &Path, name: &str) -> Result<
         out.contains("new replicas have been updated") || out.contains("old replicas are pending termination"),
         "{tool} shows progress:\n{out}"
     );
-    let (_, images) =
-        step(&["get", "pods", "-l", &format!("app={name}"), "-o", "jsonpath={.items[*].spec.containers[0].image}"])?;
-    assert!(images.split_whitespace().all(|i| i == "busybox:ci-2"), "{tool}: every pod runs the new image: {images}");
+    let images = |want: &str| -> Result<()> {
+        // Old pods may still be terminating (their grace period) right after the rollout.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let query =
+                ["get", "pods", "-l", &format!("app={name}"), "-o", "jsonpath={.items[*].spec.containers[0].image}"];
+            let (_, got) = step(&query)?;
+            let got: Vec<&str> = got.split_whitespace().collect();
+            if got.len() == 4 && got.iter().all(|i| *i == want) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{tool}: pods should be 4 x {want}: {got:?}");
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    images("busybox:ci-2")?;
 
     // Nothing serves this image: the loopback port is closed (and pulls never leave the machine).
     std::fs::write(&file, manifest(name, "127.0.0.1:9/ferry-ci/missing:1"))?;
@@ -153,10 +168,7 @@ fn pipeline(client: &Path, kubeconfig: &Path, dir: &Path, name: &str) -> Result<
 
     expect(&["rollout", "undo", &target], 0, "rolled back")?;
     expect(&["rollout", "status", &target, "--timeout=120s"], 0, "successfully rolled out")?;
-    let (_, images) =
-        step(&["get", "pods", "-l", &format!("app={name}"), "-o", "jsonpath={.items[*].spec.containers[0].image}"])?;
-    let images: Vec<&str> = images.split_whitespace().collect();
-    assert!(images.len() >= 4 && images.iter().all(|i| *i == "busybox:ci-2"), "{tool}: back on ci-2: {images:?}");
+    images("busybox:ci-2")?;
 
     expect(&["delete", "-f", &file_s], 0, &format!("\"{name}\" deleted"))?;
     let deadline = Instant::now() + Duration::from_secs(60);
