@@ -171,7 +171,12 @@ async fn one_run(args: &Args, i: usize, archive: &Path) -> Result<Run> {
 
     // Idle memory: delete the demo, let the cluster settle.
     run_ok(
-        Command::new(ferry(args)).arg("--kubeconfig").arg(&kubeconfig).args(["delete", "namespace", "demo", "--wait"]),
+        Command::new(ferry(args)).arg("--kubeconfig").arg(&kubeconfig).args([
+            "delete",
+            "namespace",
+            "demo",
+            "--wait=true",
+        ]),
         "ferry delete namespace",
     )?;
     tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
@@ -219,7 +224,7 @@ async fn main() -> Result<()> {
         runs.push(one_run(&args, i, &archive).await?);
     }
     println!("## `ferry up`\n");
-    println!("One containerd node, release build, {} runs (median last).\n", runs.len());
+    println!("One containerd node, binaries from {}, {} runs (median last).\n", args.bin_dir.display(), runs.len());
     println!("| run | API ready | node Ready (`up --detach` returns) | image import | apply → demo Running | `up` → demo Running |");
     println!("|---|---|---|---|---|---|");
     for (i, r) in runs.iter().enumerate() {
@@ -260,6 +265,7 @@ async fn main() -> Result<()> {
         mib(control_plane(&last.idle_kib)),
         mib(control_plane(&last.demo_kib))
     );
+    println!();
     Ok(())
 }
 
