@@ -236,28 +236,25 @@ fn ci_pipeline_with_ferry_and_stock_kubectl() -> Result<()> {
     let cidr = format!("10.{}.0.0/16", 100 + (std::process::id() % 50));
     let netns_before = netns();
     let _down = Down(data_s.clone());
-    let (code, out) = run(
-        &ferry(),
-        &[
-            "up",
-            "--detach",
-            "--data-dir",
-            &data_s,
-            "--api-port",
-            &api,
-            "--etcd-port",
-            &etcd,
-            "--etcd-peer-port",
-            &peer,
-            "--dns-port",
-            &dns,
-            "--nodes",
-            "1",
-            "--cluster-cidr",
-            &cidr,
-        ],
-        Duration::from_secs(120),
-    )?;
+    let up_args = [
+        "up",
+        "--detach",
+        "--data-dir",
+        &data_s,
+        "--api-port",
+        &api,
+        "--etcd-port",
+        &etcd,
+        "--etcd-peer-port",
+        &peer,
+        "--dns-port",
+        &dns,
+        "--nodes",
+        "1",
+        "--cluster-cidr",
+        &cidr,
+    ];
+    let (code, out) = run(&ferry(), &up_args, Duration::from_secs(120))?;
     assert_eq!(code, 0, "ferry up: {out}");
     let kubeconfig = data.join("admin.kubeconfig");
 
@@ -306,6 +303,41 @@ fn ci_pipeline_with_ferry_and_stock_kubectl() -> Result<()> {
         "ferry down leaves nothing behind"
     );
     assert!(!Path::new(&run_dir).exists(), "{run_dir} removed");
+    let down_at = chrono::Utc::now();
+
+    // The same data dir brings the cluster back: the Deployment's pods run again (the image too
+    // is still in containerd's store).
+    let (code, out) = run(&ferry(), &up_args, Duration::from_secs(120))?;
+    assert_eq!(code, 0, "ferry up again: {out}");
+    let (code, out) = run(
+        &ferry(),
+        &["--kubeconfig", &kc, "rollout", "status", "deployment/left", "--timeout=60s"],
+        Duration::from_secs(90),
+    )?;
+    assert_eq!(code, 0, "{out}");
+    // The statuses still say Running from before `down`: wait for containers started after it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let path = "jsonpath={.items[*].status.containerStatuses[0].state.running.startedAt}";
+    loop {
+        let (_, started) = run(
+            &ferry(),
+            &["--kubeconfig", &kc, "get", "pods", "-l", "app=left", "-o", path],
+            Duration::from_secs(30),
+        )?;
+        let fresh = started
+            .split_whitespace()
+            .filter_map(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .filter(|t| t.timestamp() >= down_at.timestamp())
+            .count();
+        if fresh == 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pods run again after up: {started}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (code, out) = run(&ferry(), &["down", "--data-dir", &data_s], Duration::from_secs(90))?;
+    assert_eq!(code, 0, "ferry down: {out}");
+    assert_eq!(leftovers(&data_s, &run_dir, &bridge, &netns_before), Vec::<String>::new(), "clean again");
     Ok(())
 }
 
