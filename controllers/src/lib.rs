@@ -9,7 +9,9 @@
 //!   rollback, pause, proportional scaling, conditions, progress deadline);
 //! * [`gc`] — ownerReferences cascade (background, foreground, orphan);
 //! * [`namespace`] — empties terminating namespaces and finalizes them;
-//! * [`serviceaccount`] — a `default` ServiceAccount per namespace.
+//! * [`serviceaccount`] — a `default` ServiceAccount per namespace;
+//! * [`nodes`] — node lifecycle (heartbeats → Ready=Unknown, not-ready/unreachable/unschedulable
+//!   taints), taint-based eviction with per-zone brakes, pod garbage collection, node IPAM.
 //!
 //! [`events`] records core/v1 Events; [`expectations`] keeps the ReplicaSet controller from
 //! acting twice on a stale cache. No controller writes when desired equals stored state.
@@ -21,6 +23,7 @@ pub mod gc;
 pub mod informer;
 pub mod leader;
 pub mod namespace;
+pub mod nodes;
 pub mod replicaset;
 pub mod serviceaccount;
 pub mod util;
@@ -39,6 +42,8 @@ pub struct Config {
     pub leader: LeaderConfig,
     /// Concurrent reconciles per controller (0 = unlimited).
     pub concurrency: u16,
+    /// Node lifecycle, eviction, pod GC and IPAM settings.
+    pub nodes: nodes::Config,
 }
 
 /// Why [`run`] stopped.
@@ -58,7 +63,7 @@ pub async fn run(client: kube::Client, config: Config, shutdown: CancellationTok
         _ = shutdown.cancelled() => return Ok(()),
     }
     let result = tokio::select! {
-        _ = controllers(client, config.concurrency, shutdown.clone()) => Ok(()),
+        _ = controllers_with(client, &config, shutdown.clone()) => Ok(()),
         _ = elector.hold() => Err(Error::LeadershipLost),
         _ = shutdown.cancelled() => Ok(()),
     };
@@ -68,8 +73,15 @@ pub async fn run(client: kube::Client, config: Config, shutdown: CancellationTok
     result
 }
 
-/// Run every controller (no leader election). Never returns on its own.
+/// Run every controller (no leader election) with default node settings. Never returns on its own.
 pub async fn controllers(client: kube::Client, concurrency: u16, shutdown: CancellationToken) {
+    let config = Config { leader: LeaderConfig::new("controllers"), concurrency, nodes: nodes::Config::default() };
+    controllers_with(client, &config, shutdown).await;
+}
+
+/// Run every controller (no leader election). Never returns on its own.
+pub async fn controllers_with(client: kube::Client, config: &Config, shutdown: CancellationToken) {
+    let concurrency = config.concurrency;
     let pods = informer::Informer::<Pod>::new();
     let replica_sets = informer::Informer::<ReplicaSet>::new();
     let deployments = informer::Informer::<Deployment>::new();
@@ -103,12 +115,12 @@ pub async fn controllers(client: kube::Client, concurrency: u16, shutdown: Cance
                 tokio::time::sleep(std::time::Duration::from_secs(2)).await;
             }
         };
-        futures::future::join5(
+        let nodes = nodes::run(client.clone(), &pods, config.nodes.clone());
+        futures::future::join4(
             replicaset::run(client.clone(), &replica_sets, &pods, concurrency, stop()),
             deployment::run(client.clone(), &deployments, &replica_sets, &pods, concurrency, stop()),
             namespace::run(client.clone(), stop()),
-            serviceaccount::run(client.clone(), &namespaces, &accounts, stop()),
-            gc,
+            futures::future::join3(serviceaccount::run(client.clone(), &namespaces, &accounts, stop()), gc, nodes),
         )
         .await;
     };

@@ -36,6 +36,33 @@ struct Args {
     /// Concurrent reconciles per controller.
     #[arg(long, default_value_t = 5)]
     concurrent_syncs: u16,
+    /// A node without a heartbeat for this long becomes Ready=Unknown and unreachable-tainted.
+    #[arg(long, default_value = "50s", value_parser = parse_duration)]
+    node_monitor_grace_period: Duration,
+    /// How often node health is checked.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    node_monitor_period: Duration,
+    /// Nodes per second whose pods may be evicted (NoExecute taints added).
+    #[arg(long, default_value_t = 0.1)]
+    node_eviction_rate: f64,
+    /// The eviction rate in a zone that is more than --unhealthy-zone-threshold unhealthy.
+    #[arg(long, default_value_t = 0.01)]
+    secondary_node_eviction_rate: f64,
+    /// Fraction of unhealthy nodes that makes a zone partially disrupted.
+    #[arg(long, default_value_t = 0.55)]
+    unhealthy_zone_threshold: f64,
+    /// Zones of at most this many nodes stop evicting when partially disrupted.
+    #[arg(long, default_value_t = 50)]
+    large_cluster_size_threshold: usize,
+    /// Pod address range: every Node without spec.podCIDR gets the next free /24 of it.
+    #[arg(long)]
+    cluster_cidr: Option<String>,
+    /// Finished pods kept before the oldest are deleted.
+    #[arg(long, default_value_t = 12500)]
+    terminated_pod_gc_threshold: usize,
+    /// How often the pod garbage collector runs.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pod_gc_period: Duration,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -101,7 +128,34 @@ async fn run() -> Result<()> {
         on_signal.cancel();
     });
     tracing::info!(identity = %leader.identity, "ferry-controllers starting; waiting for leadership");
-    ferry_controllers::run(client, Config { leader, concurrency: args.concurrent_syncs }, shutdown)
+    for (name, rate) in [
+        ("--node-eviction-rate", args.node_eviction_rate),
+        ("--secondary-node-eviction-rate", args.secondary_node_eviction_rate),
+    ] {
+        anyhow::ensure!(rate.is_finite() && rate >= 0.0, "{name} must be a non-negative number");
+    }
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.unhealthy_zone_threshold),
+        "--unhealthy-zone-threshold must be between 0 and 1"
+    );
+    if let Some(cidr) = &args.cluster_cidr {
+        ferry_controllers::nodes::Ipam::new(cidr).map_err(anyhow::Error::msg)?;
+    }
+    let nodes = ferry_controllers::nodes::Config {
+        grace_period: args.node_monitor_grace_period,
+        monitor_period: args.node_monitor_period,
+        brakes: ferry_controllers::nodes::logic::Brakes {
+            eviction_rate: args.node_eviction_rate,
+            secondary_eviction_rate: args.secondary_node_eviction_rate,
+            unhealthy_zone_threshold: args.unhealthy_zone_threshold,
+            large_cluster_threshold: args.large_cluster_size_threshold,
+        },
+        cluster_cidr: args.cluster_cidr.clone(),
+        terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
+        pod_gc_period: args.pod_gc_period,
+        ..Default::default()
+    };
+    ferry_controllers::run(client, Config { leader, concurrency: args.concurrent_syncs, nodes }, shutdown)
         .await
         .context("stopping")?;
     Ok(())
