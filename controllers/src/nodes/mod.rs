@@ -416,6 +416,9 @@ pub struct Ipam {
     base: u32,
     count: u32,
     warned: HashSet<String>,
+    /// Allocations written but maybe not yet seen in the store (node → CIDR), so one pass
+    /// over several new nodes never hands out a block twice.
+    pending: HashMap<String, String>,
 }
 
 impl Ipam {
@@ -432,6 +435,7 @@ impl Ipam {
             base: u32::from(ip) & (u32::MAX << (32 - prefix)),
             count: 1 << (24 - prefix),
             warned: HashSet::new(),
+            pending: HashMap::new(),
         })
     }
 
@@ -441,12 +445,22 @@ impl Ipam {
     }
 
     async fn ensure(&mut self, client: &kube::Client, recorder: &Recorder, node: &Node, all: &Store<Node>) {
+        let name = node.name_any();
         if node.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()).is_some_and(|c| !c.is_empty()) {
+            self.pending.remove(&name);
             return;
         }
-        let used: HashSet<String> =
-            all.state().iter().filter_map(|n| n.spec.as_ref().and_then(|s| s.pod_cidr.clone())).collect();
-        let name = node.name_any();
+        if self.pending.contains_key(&name) {
+            return;
+        }
+        let nodes = all.state();
+        let names: HashSet<String> = nodes.iter().map(|n| n.name_any()).collect();
+        self.pending.retain(|n, _| names.contains(n));
+        let used: HashSet<String> = nodes
+            .iter()
+            .filter_map(|n| n.spec.as_ref().and_then(|s| s.pod_cidr.clone()))
+            .chain(self.pending.values().cloned())
+            .collect();
         let Some(cidr) = self.next_free(&used) else {
             if self.warned.insert(name.clone()) {
                 recorder.record(
@@ -462,6 +476,7 @@ impl Ipam {
         match Api::<Node>::all(client.clone()).patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
             Ok(_) => {
                 tracing::info!(node = %name, %cidr, "pod CIDR allocated");
+                self.pending.insert(name.clone(), cidr.clone());
                 recorder.record(node, NORMAL, "CIDRAssignmentSucceeded", format!("Node {name} got pod CIDR {cidr}"));
             }
             Err(e) => tracing::warn!(node = %name, error = %e, "allocating a pod CIDR failed"),
