@@ -333,12 +333,18 @@ async fn handle(shared: Arc<Shared>, cert_user: Option<UserInfo>, req: Request<I
 
 async fn handle_resource(
     shared: &Shared,
-    _user: &UserInfo,
+    user: &UserInfo,
     req: Request<Incoming>,
     target: request::Target,
     query: Query,
 ) -> Response<Body> {
     let method = req.method().clone();
+    let node = crate::authz::node_name(user);
+    if let (Some(node), Some(Subresource::Log | Subresource::Exec)) = (node, target.sub) {
+        if let Err(e) = crate::authz::check_node(&shared.api, user, node, &method, &target, None).await {
+            return error_response(&e);
+        }
+    }
     match (target.sub, &method) {
         (Some(Subresource::Log), &Method::GET) => {
             let query = req.uri().query().map(str::to_string);
@@ -376,6 +382,16 @@ async fn handle_resource(
             return error_response(&ApiError::bad_request(format!("failed to read the request body: {e}")));
         }
     };
+    if let Some(node) = node {
+        let body_name = (method == Method::POST && target.name.is_none())
+            .then(|| serde_json::from_slice::<serde_json::Value>(&body).ok())
+            .flatten()
+            .and_then(|v| v.pointer("/metadata/name").and_then(|n| n.as_str()).map(str::to_string));
+        if let Err(e) = crate::authz::check_node(&shared.api, user, node, &method, &target, body_name.as_deref()).await
+        {
+            return error_response(&e);
+        }
+    }
     let table = match rest::TableOptions::negotiate(&accept, query.include_object.as_deref()) {
         Ok(t) => t,
         Err(e) => return error_response(&e),

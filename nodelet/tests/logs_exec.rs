@@ -197,6 +197,36 @@ async fn logs_exec_probes_and_prestop() -> Result<()> {
     };
     let endpoint: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
 
+    // A node's credentials write its own Node and Lease, never another node's or anything else.
+    let node_nodes: Api<Node> = Api::all(node_client.clone());
+    let other: Node = serde_json::from_value(serde_json::json!({"metadata": {"name": "someone-else"}}))?;
+    nodes.create(&PostParams::default(), &other).await?;
+    let label = serde_json::json!({"metadata": {"labels": {"x": "y"}}});
+    let err = node_nodes
+        .patch("someone-else", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&label))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 403 && s.message.contains("cannot modify node")),
+        "{err:?}"
+    );
+    node_nodes.patch(NODE, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&label)).await?;
+    let err = node_nodes.delete(NODE, &DeleteParams::default()).await.unwrap_err();
+    assert!(matches!(&err, kube::Error::Api(s) if s.code == 403), "{err:?}");
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(node_client.clone(), "default");
+    let cm = serde_json::from_value(serde_json::json!({"metadata": {"name": "from-node"}}))?;
+    let err = cms.create(&PostParams::default(), &cm).await.unwrap_err();
+    assert!(matches!(&err, kube::Error::Api(s) if s.code == 403), "{err:?}");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(node_client.clone(), "kube-node-lease");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while leases.get_opt(NODE).await?.is_none() {
+        if tokio::time::Instant::now() > deadline {
+            bail!("the node's Lease was not written with its credentials");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // Only the API server's identity may call the nodelet.
     let pki = &cluster.server.as_ref().context("server")?.pki;
     let as_api =
@@ -298,6 +328,22 @@ async fn logs_exec_probes_and_prestop() -> Result<()> {
     assert_eq!(status.reason.as_deref(), Some("NonZeroExitCode"));
     let causes = status.details.and_then(|d| d.causes).unwrap_or_default();
     assert_eq!(causes.first().and_then(|c| c.message.as_deref()), Some("7"));
+
+    // A terminal, resized by the client.
+    let mut term =
+        pods.exec("talker", ["sh", "-c", "sleep 1; tty; stty size"], &AttachParams::interactive_tty()).await?;
+    let mut resize = term.terminal_size().context("terminal size sender")?;
+    futures::SinkExt::send(&mut resize, kube::api::TerminalSize { width: 100, height: 30 }).await?;
+    let mut out = String::new();
+    term.stdout().context("tty stdout")?.read_to_string(&mut out).await?;
+    let status = term.take_status().context("status")?.await.context("no status")?;
+    assert_eq!(status.status.as_deref(), Some("Success"), "{status:?}");
+    assert!(out.starts_with("/dev/pts/") && out.contains("30 100"), "{out:?}");
+
+    // A node cannot exec into pods, not even its own.
+    let node_pods: Api<Pod> = Api::namespaced(node_client.clone(), "default");
+    let err = node_pods.logs("talker", &LogParams::default()).await.unwrap_err();
+    assert!(matches!(&err, kube::Error::Api(s) if s.code == 403), "{err:?}");
 
     // Errors as Kubernetes words them.
     let err = pods.logs("nosuch", &LogParams::default()).await.unwrap_err();
