@@ -117,6 +117,10 @@ pub trait Runtime: Send + Sync + 'static {
     /// UIDs of all pods the runtime currently holds anything for.
     async fn list_pods(&self) -> Result<Vec<String>, RuntimeError>;
 
+    /// The pod is being deleted; [`Runtime::kill_pod`] follows. Lets a runtime take what it
+    /// needs from the spec (preStop hooks), also when this nodelet never synced the pod.
+    fn pod_terminating(&self, _pod: &Pod) {}
+
     /// The log file of container `name` of pod `uid` (CRI format, see [`crate::server::logs`]):
     /// the current instance's, or with `previous` the one before it. `None` if there is none.
     fn log_file(&self, _uid: &str, _name: &str, _previous: bool) -> Option<std::path::PathBuf> {

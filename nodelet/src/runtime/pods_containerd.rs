@@ -1020,6 +1020,13 @@ impl Runtime for ContainerdRuntime {
         Ok(())
     }
 
+    fn pod_terminating(&self, pod: &Pod) {
+        if let (Some(uid), Some(spec)) = (&pod.metadata.uid, &pod.spec) {
+            let hooks = super::exec::pre_stop_hooks(spec);
+            let _ = self.memo(|m| m.entry(uid.clone()).or_default().pre_stop = hooks);
+        }
+    }
+
     fn log_file(&self, uid: &str, name: &str, previous: bool) -> Option<PathBuf> {
         crate::server::logs::instance_file(&self.pod_dir(uid).join("logs").join(name), previous)
     }
