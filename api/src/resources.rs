@@ -17,6 +17,10 @@ pub enum Subresource {
     Binding,
     /// `/finalize` (namespaces): update `.spec.finalizers`.
     Finalize,
+    /// `/log` (pods): a container's log, proxied to the pod's node.
+    Log,
+    /// `/exec` (pods): run a command in a container (WebSocket), proxied to the pod's node.
+    Exec,
 }
 
 impl Subresource {
@@ -27,6 +31,8 @@ impl Subresource {
             Subresource::Scale => "scale",
             Subresource::Binding => "binding",
             Subresource::Finalize => "finalize",
+            Subresource::Log => "log",
+            Subresource::Exec => "exec",
         }
     }
 
@@ -37,6 +43,8 @@ impl Subresource {
             "scale" => Some(Subresource::Scale),
             "binding" => Some(Subresource::Binding),
             "finalize" => Some(Subresource::Finalize),
+            "log" => Some(Subresource::Log),
+            "exec" => Some(Subresource::Exec),
             _ => None,
         }
     }
@@ -288,7 +296,7 @@ resource!(PODS {
     namespaced: true,
     short_names: &["po"],
     categories: &["all"],
-    subresources: &[Subresource::Status, Subresource::Binding],
+    subresources: &[Subresource::Status, Subresource::Binding, Subresource::Log, Subresource::Exec],
     storage_group: "core",
     storage_plural: "pods",
     generation: GenerationPolicy::Spec,

@@ -31,6 +31,8 @@ fn subresource_verbs(sub: Subresource) -> Vec<&'static str> {
         Subresource::Status | Subresource::Scale => vec!["get", "patch", "update"],
         Subresource::Binding => vec!["create"],
         Subresource::Finalize => vec!["update"],
+        Subresource::Log => vec!["get"],
+        Subresource::Exec => vec!["create", "get"],
     }
 }
 
@@ -38,6 +40,7 @@ fn subresource_kind(res: &ResourceInfo, sub: Subresource) -> (String, String, St
     match sub {
         Subresource::Scale => ("autoscaling".into(), "v1".into(), "Scale".into()),
         Subresource::Binding => (String::new(), "v1".into(), "Binding".into()),
+        Subresource::Exec => (String::new(), "v1".into(), "PodExecOptions".into()),
         _ => (res.group.into(), res.version.into(), res.kind.into()),
     }
 }

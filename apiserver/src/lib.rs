@@ -1,7 +1,7 @@
 //! `ferry-apiserver`: Ferry's Kubernetes-compatible API server.
 //!
 //! Where to start:
-//! * [`server::start`] wires everything: TLS ([`pki`]), authentication ([`auth`]), the etcd
+//! * [`server::start`] wires everything: TLS ([`pki`]), authentication ([`auth`]), node restriction ([`authz`]), the etcd
 //!   [`storage`], the [`cache`] (one etcd watch feeding lists and watches), and the HTTP loop.
 //! * [`request`] parses a URL into a resource [`request::Target`] and query parameters.
 //! * [`rest`] holds the generic handlers — get, list, watch, create, update, patch, delete,
@@ -11,6 +11,7 @@
 //!   [`openapi`] serves `/openapi/v3`.
 
 pub mod auth;
+pub mod authz;
 pub mod cache;
 pub mod codec;
 pub mod config;

@@ -8,14 +8,16 @@ use std::time::Duration;
 
 /// Ferry's Kubernetes-compatible API server.
 #[derive(Parser, Debug)]
-#[command(name = "ferry-apiserver", version)]
+#[command(name = "ferry-apiserver", version, subcommand_negates_reqs = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Cmd>,
     /// etcd endpoints, comma separated (http://host:port).
     #[arg(long, value_delimiter = ',', required = true)]
     etcd_servers: Vec<String>,
     /// Directory for TLS material and the admin kubeconfig.
-    #[arg(long)]
-    data_dir: PathBuf,
+    #[arg(long, required = true)]
+    data_dir: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     bind_address: IpAddr,
@@ -54,16 +56,49 @@ struct Args {
     log_json: bool,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum Cmd {
+    /// Issue a node's credentials from the cluster CA in DATA_DIR/pki: a kubeconfig with the
+    /// client certificate `system:node:NODE` (group system:nodes) and the serving certificate of
+    /// the nodelet's HTTPS endpoint. Writes OUT/{kubeconfig,ca.crt,nodelet.crt,nodelet.key}.
+    NodeCredentials {
+        /// The API server's data directory (holds pki/ca.crt and pki/ca.key).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The node's name.
+        #[arg(long)]
+        node: String,
+        /// Addresses or DNS names the nodelet is reached on (its InternalIP), comma separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        address: Vec<String>,
+        /// The API server URL for the kubeconfig.
+        #[arg(long)]
+        server: String,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Cmd::NodeCredentials { data_dir, node, address, server, out }) = &args.command {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let creds = ferry_apiserver::pki::issue_node_credentials_from(data_dir, node, address)
+            .with_context(|| format!("issuing node credentials from {}", data_dir.join("pki").display()))?;
+        creds.write(out, server).with_context(|| format!("writing {}", out.display()))?;
+        println!("wrote {} credentials to {}", creds.user, out.display());
+        return Ok(());
+    }
+    let Some(data_dir) = args.data_dir.clone() else { anyhow::bail!("--data-dir is required") };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     if args.log_json {
         tracing_subscriber::fmt().with_env_filter(filter).json().init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
-    let mut config = ferry_apiserver::Config::new(args.etcd_servers, args.data_dir);
+    let mut config = ferry_apiserver::Config::new(args.etcd_servers, data_dir);
     config.rest.service_ranges =
         ferry_apiserver::rest::ServiceRanges::parse(&args.service_cluster_ip_range, &args.service_node_port_range)
             .map_err(anyhow::Error::msg)?;

@@ -435,6 +435,26 @@ fn document(table: &ResourceTable, group: &str, version: &str) -> Value {
                         &gvk("", "v1", "Binding"),
                     ) })
                 }
+                Subresource::Log | Subresource::Exec => {
+                    // Streams (text, WebSocket): described as a string, as Kubernetes does.
+                    let (what, kind) =
+                        if *sub == Subresource::Log { ("Log", "Pod") } else { ("Exec", "PodExecOptions") };
+                    let mut resp = Map::new();
+                    resp.insert(
+                        "200".into(),
+                        json!({"description": "OK", "content": {"*/*": {"schema": {"type": "string"}}}}),
+                    );
+                    json!({ "get": operation(
+                        "get",
+                        names.id("connect", what),
+                        format!("connect GET requests to {} of {}", sub.name(), r.kind),
+                        &tag,
+                        Vec::new(),
+                        None,
+                        resp,
+                        &gvk("", "v1", kind),
+                    ) })
+                }
                 Subresource::Finalize => {
                     let mut resp = Map::new();
                     response("200", "OK", &obj, &mut resp);

@@ -42,6 +42,11 @@ pub const CA_COMMON_NAME: &str = "ferry-ca";
 pub const ADMIN_USER: &str = "ferry-admin";
 /// Group of the admin client certificate (bound to `cluster-admin`, as in Kubernetes).
 pub const ADMIN_GROUP: &str = "system:masters";
+/// User the API server presents to nodelets (as kube-apiserver's `--kubelet-client-certificate`).
+/// Nodelets accept only this identity, signed by the cluster CA, on their HTTPS endpoint.
+pub const KUBELET_CLIENT_USER: &str = "ferry-apiserver-kubelet-client";
+/// Group of node identities (`system:node:<name>`), as in Kubernetes.
+pub const NODES_GROUP: &str = "system:nodes";
 /// Name of the cluster and the context in generated kubeconfigs.
 pub const KUBECONFIG_CLUSTER: &str = "ferry";
 /// A serving or admin certificate that expires within this is issued again at start.
@@ -128,7 +133,48 @@ pub struct Pki {
     /// Serving configuration: ALPN `h2` and `http/1.1`; clients may present a certificate signed
     /// by the CA (read it with [`crate::auth::user_from_client_cert`]) or none at all.
     pub server_config: Arc<ServerConfig>,
+    /// Client configuration for calls to nodelets: trusts the cluster CA (nodelet serving
+    /// certificates are issued by it, see [`Pki::issue_node_credentials`]) and presents a
+    /// [`KUBELET_CLIENT_USER`] certificate issued at each start (kept in memory only).
+    pub kubelet_client_config: Arc<rustls::ClientConfig>,
     ca: Issuer<'static, KeyPair>,
+}
+
+/// What a node needs: its client identity for the API, a serving certificate for its HTTPS
+/// endpoint and the CA (to trust the API server and to verify the API server's calls).
+#[derive(Debug, Clone)]
+pub struct NodeCredentials {
+    /// `system:node:<name>`.
+    pub user: String,
+    /// Client certificate (`CN=system:node:<name>, O=system:nodes`), PEM.
+    pub client_cert_pem: String,
+    /// Its PKCS#8 key, PEM.
+    pub client_key_pem: String,
+    /// Serving certificate for the node's addresses and names, PEM.
+    pub serving_cert_pem: String,
+    /// Its key, PEM.
+    pub serving_key_pem: String,
+    /// The cluster CA, PEM.
+    pub ca_cert_pem: String,
+}
+
+impl NodeCredentials {
+    /// Writes `kubeconfig` (for `server_url`), `ca.crt`, `nodelet.crt` and `nodelet.key` into
+    /// `dir` (keys and kubeconfig mode 0600).
+    pub fn write(&self, dir: &Path, server_url: &str) -> Result<(), PkiError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        write_kubeconfig(
+            &dir.join("kubeconfig"),
+            server_url,
+            &self.ca_cert_pem,
+            &self.client_cert_pem,
+            &self.client_key_pem,
+            &self.user,
+        )?;
+        write_atomic(&dir.join("ca.crt"), &self.ca_cert_pem, 0o644)?;
+        write_atomic(&dir.join("nodelet.crt"), &self.serving_cert_pem, 0o644)?;
+        write_atomic(&dir.join("nodelet.key"), &self.serving_key_pem, 0o600)
+    }
 }
 
 impl Pki {
@@ -164,7 +210,7 @@ impl Pki {
             Some(pair) => pair,
             None => {
                 let sans = names.iter().map(|n| n.to_str().into_owned()).collect();
-                let pair = issue_serving(&ca, sans)?;
+                let pair = issue_serving(&ca, "ferry-apiserver", sans)?;
                 store_leaf(&dir, "apiserver", &pair)?;
                 tracing::info!(dir = %dir.display(), "issued API server serving certificate");
                 pair
@@ -197,7 +243,25 @@ impl Pki {
                 key_der(&server_key, &server_key_path)?,
             )?;
         server_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Pki { dir, admin_kubeconfig, ca_cert_pem, server_config: Arc::new(server_config), ca })
+
+        let (kc_cert, kc_key) = issue_client(&ca, KUBELET_CLIENT_USER, &[ADMIN_GROUP])?;
+        let mut node_roots = RootCertStore::empty();
+        node_roots.add(cert_der(&ca_cert_pem, &dir.join("ca.crt"))?)?;
+        let kubelet_client_config = rustls::ClientConfig::builder_with_provider(crypto_provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(node_roots)
+            .with_client_auth_cert(
+                vec![cert_der(&kc_cert, Path::new("<kubelet client certificate>"))?],
+                key_der(&kc_key, Path::new("<kubelet client key>"))?,
+            )?;
+        Ok(Pki {
+            dir,
+            admin_kubeconfig,
+            ca_cert_pem,
+            server_config: Arc::new(server_config),
+            kubelet_client_config: Arc::new(kubelet_client_config),
+            ca,
+        })
     }
 
     /// Issues a client certificate signed by the cluster CA, valid for one year, for user
@@ -205,6 +269,61 @@ impl Pki {
     /// Returns `(certificate PEM, PKCS#8 private key PEM)`.
     pub fn issue_client_cert(&self, common_name: &str, groups: &[&str]) -> Result<(String, String), PkiError> {
         issue_client(&self.ca, common_name, groups)
+    }
+
+    /// Credentials for node `node`: client certificate `system:node:<node>` in `system:nodes`
+    /// and a serving certificate for `hosts` (IP addresses or DNS names; the node name is
+    /// added), both signed by the cluster CA and valid for one year.
+    pub fn issue_node_credentials(&self, node: &str, hosts: &[String]) -> Result<NodeCredentials, PkiError> {
+        node_credentials(&self.ca, &self.ca_cert_pem, node, hosts)
+    }
+}
+
+/// [`Pki::issue_node_credentials`] with the CA of an existing `DATA_DIR/pki` (for
+/// `ferry-apiserver node-credentials`, which must not touch the server's own files).
+pub fn issue_node_credentials_from(data_dir: &Path, node: &str, hosts: &[String]) -> Result<NodeCredentials, PkiError> {
+    let dir = data_dir.join("pki");
+    let (cert_path, key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
+    let cert = read_optional(&cert_path)?.ok_or_else(|| PkiError::Io {
+        path: cert_path.clone(),
+        source: io::Error::new(io::ErrorKind::NotFound, "no cluster CA (start ferry-apiserver once first)"),
+    })?;
+    let key =
+        read_optional(&key_path)?.ok_or(PkiError::MissingCaKey { cert: cert_path.clone(), key: key_path.clone() })?;
+    let ca = Issuer::from_ca_cert_pem(&cert, parse_key(&key, &key_path)?)
+        .map_err(|source| PkiError::InvalidPem { path: cert_path, reason: source.to_string() })?;
+    node_credentials(&ca, &cert, node, hosts)
+}
+
+fn node_credentials(
+    ca: &Issuer<'_, KeyPair>,
+    ca_cert_pem: &str,
+    node: &str,
+    hosts: &[String],
+) -> Result<NodeCredentials, PkiError> {
+    {
+        if node.is_empty() {
+            return Err(PkiError::EmptyCommonName);
+        }
+        let user = format!("system:node:{node}");
+        let (client_cert_pem, client_key_pem) = issue_client(ca, &user, &[NODES_GROUP])?;
+        let mut sans: Vec<String> = Vec::new();
+        for h in hosts.iter().map(String::as_str).chain([node]) {
+            let h = h.trim().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+            ServerName::try_from(h.clone()).map_err(|_| PkiError::InvalidHost(h.clone()))?;
+            if !sans.contains(&h) {
+                sans.push(h);
+            }
+        }
+        let (serving_cert_pem, serving_key_pem) = issue_serving(ca, &user, sans)?;
+        Ok(NodeCredentials {
+            user,
+            client_cert_pem,
+            client_key_pem,
+            serving_cert_pem,
+            serving_key_pem,
+            ca_cert_pem: ca_cert_pem.to_string(),
+        })
     }
 }
 
@@ -353,11 +472,11 @@ fn machine_hostname() -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
-fn issue_serving(ca: &Issuer<'_, KeyPair>, sans: Vec<String>) -> Result<(String, String), PkiError> {
+fn issue_serving(ca: &Issuer<'_, KeyPair>, cn: &str, sans: Vec<String>) -> Result<(String, String), PkiError> {
     let key = generate_key("serving key")?;
     let mut params = CertificateParams::new(sans).map_err(gen_err("serving certificate"))?;
     params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, "ferry-apiserver");
+    params.distinguished_name.push(DnType::CommonName, cn);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;

@@ -12,7 +12,7 @@ use crate::rest::{self, Api, Body as ReplyBody, Reply};
 use crate::storage::{StorageError, Store};
 use crate::{discovery, request};
 use bytes::Bytes;
-use ferry_api::ResourceTable;
+use ferry_api::{ResourceTable, Subresource};
 use futures::StreamExt;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited, StreamBody};
@@ -89,6 +89,7 @@ impl Running {
 
 struct Shared {
     api: Api,
+    node_proxy: rest::proxy::NodeProxy,
     tokens: TokenAuthenticator,
     max_body: usize,
     server_address: String,
@@ -150,6 +151,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     let shared = Arc::new(Shared {
         api,
+        node_proxy: rest::proxy::NodeProxy { tls: pki.kubelet_client_config.clone() },
         tokens,
         max_body: config.max_request_bytes,
         server_address: format!("{}:{}", host, addr.port()),
@@ -331,12 +333,35 @@ async fn handle(shared: Arc<Shared>, cert_user: Option<UserInfo>, req: Request<I
 
 async fn handle_resource(
     shared: &Shared,
-    _user: &UserInfo,
+    user: &UserInfo,
     req: Request<Incoming>,
     target: request::Target,
     query: Query,
 ) -> Response<Body> {
     let method = req.method().clone();
+    let node = crate::authz::node_name(user);
+    if let (Some(node), Some(Subresource::Log | Subresource::Exec)) = (node, target.sub) {
+        if let Err(e) = crate::authz::check_node(&shared.api, user, node, &method, &target, None).await {
+            return error_response(&e);
+        }
+    }
+    match (target.sub, &method) {
+        (Some(Subresource::Log), &Method::GET) => {
+            let query = req.uri().query().map(str::to_string);
+            return shared
+                .node_proxy
+                .log(&shared.api, &target, query.as_deref())
+                .await
+                .unwrap_or_else(|e| error_response(&e));
+        }
+        (Some(Subresource::Exec), &Method::GET | &Method::POST) => {
+            return shared.node_proxy.exec(&shared.api, &target, req).await.unwrap_or_else(|e| error_response(&e));
+        }
+        (Some(sub @ (Subresource::Log | Subresource::Exec)), m) => {
+            return error_response(&ApiError::method_not_allowed(&format!("{m} pods/{}", sub.name())));
+        }
+        _ => {}
+    }
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let user_agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
@@ -357,6 +382,16 @@ async fn handle_resource(
             return error_response(&ApiError::bad_request(format!("failed to read the request body: {e}")));
         }
     };
+    if let Some(node) = node {
+        let body_name = (method == Method::POST && target.name.is_none())
+            .then(|| serde_json::from_slice::<serde_json::Value>(&body).ok())
+            .flatten()
+            .and_then(|v| v.pointer("/metadata/name").and_then(|n| n.as_str()).map(str::to_string));
+        if let Err(e) = crate::authz::check_node(&shared.api, user, node, &method, &target, body_name.as_deref()).await
+        {
+            return error_response(&e);
+        }
+    }
     let table = match rest::TableOptions::negotiate(&accept, query.include_object.as_deref()) {
         Ok(t) => t,
         Err(e) => return error_response(&e),

@@ -56,6 +56,50 @@ enum Command {
         #[arg(long, default_value = "0s")]
         timeout: String,
     },
+    /// Print a container's log.
+    Logs {
+        /// `POD` or `pod/POD`.
+        pod: String,
+        /// The container (default: the only one, or the pod's default-container annotation).
+        #[arg(short = 'c', long)]
+        container: Option<String>,
+        /// Keep streaming new lines.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only the last N lines (-1: all).
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        tail: i64,
+        /// The previous (terminated) instance's log.
+        #[arg(short = 'p', long)]
+        previous: bool,
+        /// Prefix each line with its RFC 3339 timestamp.
+        #[arg(long)]
+        timestamps: bool,
+        /// Only lines newer than this (`30s`, `5m`, `1h`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Stop after this many bytes.
+        #[arg(long)]
+        limit_bytes: Option<i64>,
+    },
+    /// Run a command in a container: `ferry exec POD [-c C] [-i] [-t] -- COMMAND [ARGS...]`; exits with
+    /// the command's exit code.
+    Exec {
+        /// `POD` or `pod/POD`.
+        pod: String,
+        /// The container.
+        #[arg(short = 'c', long)]
+        container: Option<String>,
+        /// Pass stdin to the command.
+        #[arg(short = 'i', long)]
+        stdin: bool,
+        /// Allocate a terminal.
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Wait for a condition on objects: `--for=condition=Available`, `--for=condition=Ready=false`,
     /// `--for=delete`.
     Wait {
@@ -400,6 +444,27 @@ impl Cli {
                     manifest::read_all(&files, recursive)?
                 };
                 crate::create::create(&client, &docs, &ns).await
+            }
+            Command::Logs { pod, container, follow, tail, previous, timestamps, since, limit_bytes } => {
+                let since_seconds = since.as_deref().map(duration).transpose()?.map(|d| d.as_secs().max(1) as i64);
+                let (client, ns) = self.connect.connect().await?;
+                let o = crate::remote::LogsOptions {
+                    container,
+                    follow,
+                    tail,
+                    previous,
+                    timestamps,
+                    since_seconds,
+                    limit_bytes,
+                };
+                crate::remote::logs(&client, &ns, &pod, &o).await
+            }
+            Command::Exec { pod, container, stdin, tty, command } => {
+                let (client, ns) = self.connect.connect().await?;
+                match crate::remote::exec(&client, &ns, &pod, container, stdin, tty, &command).await? {
+                    0 => Ok(()),
+                    code => Err(crate::remote::RemoteExit(code).into()),
+                }
             }
             Command::Describe { target, names } => {
                 let (kind, names) = split_type_name(&target, names);

@@ -3,7 +3,7 @@
 //! [`cli`] is the command line. [`up`] runs a whole single-machine cluster under one data directory
 //! (`ferry up`, `ferry down`). The kubectl-like verbs: [`apply`] (server-side apply), [`get`] (server
 //! tables), [`create`], [`describe`], [`delete`], [`rollout`] (status, history, undo, restart, pause, resume), [`edit`] (scale, set
-//! image, label, annotate, cordon), [`wait`]. Around them: [`client`] (kubeconfig, context,
+//! image, label, annotate, cordon), [`wait`], [`remote`] (logs, exec). Around them: [`client`] (kubeconfig, context,
 //! namespace), [`config`] (`config view|use-context`, `up --write-kubeconfig`), [`resolve`] (type names from discovery), [`manifest`] (reading YAML/JSON with error
 //! locations), [`columns`] (aligned output) and [`error`] (messages as kubectl prints them).
 
@@ -19,6 +19,7 @@ pub mod edit;
 pub mod error;
 pub mod get;
 pub mod manifest;
+pub mod remote;
 pub mod resolve;
 pub mod rollout;
 pub mod up;

@@ -6,6 +6,9 @@ use clap::Parser;
 async fn main() {
     let cli = ferry_cli::cli::Cli::parse();
     if let Err(e) = cli.run().await {
+        if let Some(ferry_cli::remote::RemoteExit(code)) = e.downcast_ref() {
+            std::process::exit(*code);
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

@@ -33,6 +33,9 @@ pub struct Config {
     pub status_report_interval: Duration,
     /// Directory for the nodelet's state (its filesystem is the ephemeral storage).
     pub root_dir: PathBuf,
+    /// Port of the nodelet's HTTPS endpoint ([`crate::server`]), published in the Node's
+    /// `status.daemonEndpoints.kubeletEndpoint.Port`; `None` when it does not serve one.
+    pub server_port: Option<u16>,
 }
 
 impl Config {
@@ -52,6 +55,7 @@ impl Config {
             status_check_interval: Duration::from_secs(10),
             status_report_interval: Duration::from_secs(300),
             root_dir,
+            server_port: None,
         }
     }
 }

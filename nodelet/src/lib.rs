@@ -3,6 +3,8 @@
 //! Where to start:
 //! * [`Nodelet::run`] wires everything for one node: registration and heartbeats ([`node`]),
 //!   and the pod workers ([`pods`]) that drive a [`runtime::Runtime`].
+//! * [`server`] is the HTTPS endpoint (port 10250) the API server proxies `kubectl logs` and
+//!   `kubectl exec` to; [`runtime::exec`] runs processes in containers (exec, probes, preStop).
 //! * [`machine`] reads capacity and system facts; [`status`] turns what the runtime reports
 //!   into pod status (phase, conditions, container statuses).
 //! * [`runtime::simulated`] is a runtime without containers; [`run_simulated_nodes`] hosts many
@@ -13,6 +15,7 @@ pub mod machine;
 pub mod node;
 pub mod pods;
 pub mod runtime;
+pub mod server;
 pub mod status;
 
 pub use config::Config;
@@ -33,6 +36,9 @@ pub enum NodeletError {
     /// The runtime failed at start.
     #[error(transparent)]
     Runtime(#[from] runtime::RuntimeError),
+    /// The HTTPS endpoint could not start.
+    #[error(transparent)]
+    Server(#[from] server::ServerError),
 }
 
 /// One node agent: a Node in the API and the runtime that runs its pods.
@@ -45,19 +51,43 @@ pub struct Nodelet {
     observe_pressure: bool,
     /// How often a pod is synced when nothing happens.
     pub resync_period: Duration,
+    /// The HTTPS endpoint for logs and exec ([`server`]), if it serves one.
+    server: Option<server::ServerConfig>,
 }
 
 impl Nodelet {
     /// A nodelet for a real machine.
     pub fn new(client: kube::Client, config: Config, machine: Machine, runtime: Arc<dyn Runtime>) -> Self {
-        Nodelet { client, config, machine, runtime, observe_pressure: true, resync_period: Duration::from_secs(10) }
+        Nodelet {
+            client,
+            config,
+            machine,
+            runtime,
+            observe_pressure: true,
+            resync_period: Duration::from_secs(10),
+            server: None,
+        }
     }
 
     /// A simulated node: made-up machine, no pressure observation, simulated runtime.
     pub fn simulated(client: kube::Client, config: Config, ip: std::net::IpAddr, sim: SimulatedConfig) -> Self {
         let machine = Machine::simulated(&config.node_name, ip);
         let runtime = Arc::new(SimulatedRuntime::new(sim));
-        Nodelet { client, config, machine, runtime, observe_pressure: false, resync_period: Duration::from_secs(10) }
+        Nodelet {
+            client,
+            config,
+            machine,
+            runtime,
+            observe_pressure: false,
+            resync_period: Duration::from_secs(10),
+            server: None,
+        }
+    }
+
+    /// Serve logs and exec on an HTTPS endpoint (its port goes into the Node's status).
+    pub fn with_server(mut self, server: server::ServerConfig) -> Self {
+        self.server = Some(server);
+        self
     }
 
     fn pressure(&self) -> Pressure {
@@ -72,8 +102,18 @@ impl Nodelet {
 
     /// Register the node, then heartbeat and run pods until the task is dropped.
     /// Fails only if the first registration fails.
-    pub async fn run(self) -> Result<(), NodeletError> {
+    pub async fn run(mut self) -> Result<(), NodeletError> {
         let version = self.runtime.version().await?;
+        let _server = match &self.server {
+            Some(cfg) => {
+                let (addr, task) =
+                    server::start(cfg, self.client.clone(), self.config.node_name.clone(), self.runtime.clone())
+                        .await?;
+                self.config.server_port = Some(addr.port());
+                Some(AbortOnDrop(task))
+            }
+            None => None,
+        };
         let n = node::build_node(&self.config, &self.machine, &version, self.pressure(), Timestamp::now());
         let registered = node::register(&self.client, &n).await?;
         tracing::info!(node = %self.config.node_name, "node registered");
@@ -159,4 +199,13 @@ pub fn run_simulated_nodes(
             tokio::spawn(node.run())
         })
         .collect()
+}
+
+/// Aborts a task when dropped (the HTTPS endpoint lives as long as [`Nodelet::run`]).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -82,6 +82,22 @@ struct Args {
     /// With the simulated runtime: host this many nodes, named `<node-name>-<i>` (like kwok).
     #[arg(long)]
     simulated_nodes: Option<usize>,
+    /// Serving certificate (PEM) of the HTTPS endpoint for logs and exec; without it no
+    /// endpoint is served. `ferry-apiserver node-credentials` writes one (nodelet.crt).
+    #[arg(long, requires_all = ["tls_private_key_file", "client_ca_file"])]
+    tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of the serving certificate.
+    #[arg(long)]
+    tls_private_key_file: Option<PathBuf>,
+    /// CA (PEM) that signed the API server's client certificate (the cluster CA).
+    #[arg(long)]
+    client_ca_file: Option<PathBuf>,
+    /// Address of the HTTPS endpoint.
+    #[arg(long, default_value = "0.0.0.0")]
+    address: IpAddr,
+    /// Port of the HTTPS endpoint.
+    #[arg(long, default_value_t = ferry_nodelet::server::DEFAULT_PORT)]
+    port: u16,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -95,6 +111,13 @@ enum Cmd {
         /// Seconds each container gets between SIGTERM and SIGKILL.
         #[arg(long, default_value_t = 5)]
         grace_seconds: u64,
+    },
+    /// (Run by containerd's shim, not by hand.) Copy a container's stdout and stderr (fds 3
+    /// and 4) into FILE in CRI log format.
+    #[command(hide = true)]
+    LogDriver {
+        /// The log file.
+        file: PathBuf,
     },
 }
 
@@ -110,6 +133,15 @@ enum ImageCmd {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if let Some(Cmd::LogDriver { file }) = &args.command {
+        return match ferry_nodelet::server::logs::run_driver(file) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ferry-nodelet log-driver: {}: {e}", file.display());
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     match run(args).await {
@@ -131,7 +163,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             return Ok(());
         }
         Some(Cmd::Teardown { grace_seconds }) => return teardown(&args, Duration::from_secs(*grace_seconds)).await,
-        None => {}
+        Some(Cmd::LogDriver { .. }) | None => {}
     }
     let Some(kubeconfig) = args.kubeconfig.clone() else { bail!("--kubeconfig (or KUBECONFIG) is required") };
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -158,6 +190,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("loading kubeconfig")?;
     let client = kube::Client::try_from(kconfig).context("building the API client")?;
+    let server = match (&args.tls_cert_file, &args.tls_private_key_file, &args.client_ca_file) {
+        (Some(cert), Some(key), Some(ca)) => {
+            let read = |p: &PathBuf| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+            Some(ferry_nodelet::server::ServerConfig {
+                addr: std::net::SocketAddr::new(args.address, args.port),
+                cert_pem: read(cert)?,
+                key_pem: read(key)?,
+                client_ca_pem: read(ca)?,
+                allowed_users: vec![ferry_nodelet::server::APISERVER_CLIENT_USER.to_string()],
+            })
+        }
+        _ => None,
+    };
 
     let nodelet = match args.runtime {
         RuntimeKind::Simulated => {
@@ -180,9 +225,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 client.clone(),
                 config,
                 machine,
-                Arc::new(ContainerdRuntime::new(ctrd, rc).with_client(client)),
+                Arc::new(
+                    ContainerdRuntime::new(ctrd, rc)
+                        .with_client(client)
+                        .with_log_driver(std::env::current_exe().context("locating the ferry-nodelet binary")?),
+                ),
             )
         }
+    };
+    let nodelet = match server {
+        Some(s) => nodelet.with_server(s),
+        None => nodelet,
     };
     tokio::select! {
         r = nodelet.run() => r.context("nodelet")?,

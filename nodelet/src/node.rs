@@ -151,7 +151,11 @@ pub fn node_status(
             swap: None,
             ..NodeSystemInfo::default()
         }),
-        daemon_endpoints: Some(NodeDaemonEndpoints::default()),
+        daemon_endpoints: Some(NodeDaemonEndpoints {
+            kubelet_endpoint: config
+                .server_port
+                .map(|port| k8s_openapi::api::core::v1::DaemonEndpoint { port: i32::from(port) }),
+        }),
         ..NodeStatus::default()
     }
 }

@@ -178,6 +178,7 @@ async fn write_status(client: &kube::Client, pod: &Pod, status: &PodStatus) -> R
 /// Stop the pod within its grace period, then remove it from the API.
 async fn terminate(client: &kube::Client, runtime: &dyn Runtime, pod: &Pod, uid: &str) -> Result<(), String> {
     let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64;
+    runtime.pod_terminating(pod);
     runtime.kill_pod(uid, Duration::from_secs(grace)).await.map_err(|e| e.to_string())?;
     let api: Api<Pod> = Api::namespaced(client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
     let params = DeleteParams {

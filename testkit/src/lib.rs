@@ -394,6 +394,21 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// Mint credentials for node `node` serving on `hosts` and write them into
+    /// `<data dir>/nodes/<node>/` (`kubeconfig`, `ca.crt`, `nodelet.crt`, `nodelet.key`); returns
+    /// the credentials and that directory.
+    pub fn node_credentials(
+        &self,
+        node: &str,
+        hosts: &[String],
+    ) -> Result<(ferry_apiserver::pki::NodeCredentials, PathBuf)> {
+        let server = self.server.as_ref().context("the API server is not running")?;
+        let creds = server.pki.issue_node_credentials(node, hosts)?;
+        let dir = self.data_dir.path().join("nodes").join(node);
+        creds.write(&dir, &format!("https://{}", server.addr))?;
+        Ok((creds, dir))
+    }
+
     /// GET with an `Accept` header (e.g. Table output), parsed as JSON.
     pub async fn get_accept(&self, path: &str, accept: &str) -> Result<(u16, serde_json::Value)> {
         let req = http::Request::builder()

@@ -5,6 +5,7 @@
 //! deletecollection) or `subresource` (status, scale, binding, finalize). Every handler returns
 //! a [`Reply`] or an [`ApiError`]; the server turns either into an HTTP response.
 
+pub mod proxy;
 mod read;
 mod services;
 mod subresource;

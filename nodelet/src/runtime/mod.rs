@@ -7,6 +7,7 @@
 
 pub mod cni;
 pub mod containerd;
+pub mod exec;
 pub mod image;
 pub mod pods_containerd;
 pub mod probe;
@@ -115,6 +116,26 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// UIDs of all pods the runtime currently holds anything for.
     async fn list_pods(&self) -> Result<Vec<String>, RuntimeError>;
+
+    /// The pod is being deleted; [`Runtime::kill_pod`] follows. Lets a runtime take what it
+    /// needs from the spec (preStop hooks), also when this nodelet never synced the pod.
+    fn pod_terminating(&self, _pod: &Pod) {}
+
+    /// The log file of container `name` of pod `uid` (CRI format, see [`crate::server::logs`]):
+    /// the current instance's, or with `previous` the one before it. `None` if there is none.
+    fn log_file(&self, _uid: &str, _name: &str, _previous: bool) -> Option<std::path::PathBuf> {
+        None
+    }
+
+    /// Whether container `name` of pod `uid` has a running process (ends `follow` of its log).
+    async fn container_running(&self, _uid: &str, _name: &str) -> bool {
+        false
+    }
+
+    /// Start `spec.command` inside container `name` of pod `uid` (as `kubectl exec` does).
+    async fn exec(&self, uid: &str, name: &str, _spec: exec::ExecSpec) -> Result<exec::ExecProcess, RuntimeError> {
+        Err(RuntimeError::Backend(format!("this runtime cannot exec in pod {uid} container {name}")))
+    }
 }
 
 /// `namespace/name` of a pod, for messages.

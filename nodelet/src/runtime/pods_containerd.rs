@@ -23,7 +23,7 @@ use k8s_openapi::jiff::Timestamp;
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -77,13 +77,17 @@ struct ContainerMemo {
 struct PodMemo {
     ips: Vec<String>,
     containers: HashMap<String, ContainerMemo>,
+    /// preStop exec hooks by container, from the last synced spec (run by `kill_pod`).
+    pre_stop: Vec<(String, Vec<String>)>,
 }
 
 /// Pods on containerd.
 pub struct ContainerdRuntime {
-    ctrd: Containerd,
+    ctrd: Arc<Containerd>,
     client: Option<kube::Client>,
     config: ContainerdConfig,
+    /// The `ferry-nodelet` binary, run by the shim as each container's log driver.
+    log_driver: Option<PathBuf>,
     pods: Mutex<HashMap<String, PodMemo>>,
 }
 
@@ -111,7 +115,20 @@ fn ts(t: &Option<prost_types::Timestamp>) -> Option<Timestamp> {
 impl ContainerdRuntime {
     /// A runtime on this containerd connection.
     pub fn new(ctrd: Containerd, config: ContainerdConfig) -> Self {
-        ContainerdRuntime { ctrd, client: None, config, pods: Mutex::new(HashMap::new()) }
+        ContainerdRuntime {
+            ctrd: Arc::new(ctrd),
+            client: None,
+            config,
+            log_driver: None,
+            pods: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Write container logs in CRI format (timestamps) through `ferry-nodelet log-driver`, the
+    /// binary at `nodelet` ([`crate::server::logs`]); without it logs are raw `file://` copies.
+    pub fn with_log_driver(mut self, nodelet: PathBuf) -> Self {
+        self.log_driver = Some(nodelet);
+        self
     }
 
     /// Read ConfigMaps and Secrets (env `valueFrom`/`envFrom`, volumes) with this client.
@@ -283,6 +300,10 @@ impl ContainerdRuntime {
     fn memo<T>(&self, f: impl FnOnce(&mut HashMap<String, PodMemo>) -> T) -> Result<T, RuntimeError> {
         let mut g = self.pods.lock().map_err(|_| RuntimeError::Backend("state lock poisoned".into()))?;
         Ok(f(&mut g))
+    }
+
+    fn exec_dir(&self) -> PathBuf {
+        self.config.root_dir.join("exec")
     }
 
     fn pod_dir(&self, uid: &str) -> PathBuf {
@@ -555,7 +576,11 @@ impl ContainerdRuntime {
         };
         let log_dir = self.pod_dir(uid).join("logs").join(&c.name);
         std::fs::create_dir_all(&log_dir).map_err(|e| RuntimeError::Backend(format!("log dir: {e}")))?;
-        let log = format!("file://{}", log_dir.join(format!("{restarts}.log")).display());
+        let log_file = log_dir.join(format!("{restarts}.log"));
+        let log = match &self.log_driver {
+            Some(driver) => crate::server::logs::driver_uri(driver, &log_file),
+            None => format!("file://{}", log_file.display()),
+        };
         let task = CreateTaskRequest {
             container_id: id.clone(),
             rootfs: mounts,
@@ -849,12 +874,13 @@ impl ContainerdRuntime {
             let seen = *cm.seen_running.get_or_insert_with(Instant::now);
             (ip, (cm.liveness.clone(), cm.readiness.clone(), cm.startup.clone()), seen)
         })?;
+        let exec = super::exec::ContainerExec::new(self.ctrd.clone(), container_id(uid, &c.name), self.exec_dir());
         let mut alive = true;
         let mut next = Duration::from_secs(10);
         if let Some(p) = &c.startup_probe {
             next = next.min(probe::period(p));
             if !cm_states.2.passing {
-                if let probe::Verdict::Ran { .. } = probe::run(p, &mut cm_states.2, seen, &ip, c).await {
+                if let probe::Verdict::Ran { .. } = probe::run(p, &mut cm_states.2, seen, &ip, c, &exec).await {
                     let threshold = p.failure_threshold.unwrap_or(3).max(1);
                     if !cm_states.2.passing && cm_states.2.failures >= threshold {
                         alive = false;
@@ -869,13 +895,15 @@ impl ContainerdRuntime {
                 if cm_states.0.last_run.is_none() {
                     cm_states.0.passing = true;
                 }
-                if let probe::Verdict::Ran { passing: false } = probe::run(p, &mut cm_states.0, seen, &ip, c).await {
+                if let probe::Verdict::Ran { passing: false } =
+                    probe::run(p, &mut cm_states.0, seen, &ip, c, &exec).await
+                {
                     alive = false;
                 }
             }
             if let Some(p) = &c.readiness_probe {
                 next = next.min(probe::period(p));
-                probe::run(p, &mut cm_states.1, seen, &ip, c).await;
+                probe::run(p, &mut cm_states.1, seen, &ip, c, &exec).await;
             }
         }
         *resync = Some(resync.map_or(next, |r| r.min(next)));
@@ -926,6 +954,8 @@ impl Runtime for ContainerdRuntime {
         let spec =
             pod.spec.clone().ok_or_else(|| RuntimeError::InvalidPod { pod: pod_key(pod), what: "no spec".into() })?;
         let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+        let pre_stop = super::exec::pre_stop_hooks(&spec);
+        self.memo(|m| m.entry(uid.clone()).or_default().pre_stop = pre_stop)?;
         let pod_ips = self.ensure_sandbox(pod, &uid).await?;
         let existing = self.pod_containers(&uid).await?;
         let mut out = Vec::new();
@@ -954,6 +984,24 @@ impl Runtime for ContainerdRuntime {
     }
 
     async fn kill_pod(&self, uid: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let started = Instant::now();
+        let hooks = self.memo(|m| m.get(uid).map(|p| p.pre_stop.clone()).unwrap_or_default())?;
+        if !grace.is_zero() && !hooks.is_empty() {
+            let runs = hooks.into_iter().map(|(name, command)| {
+                let exec =
+                    super::exec::ContainerExec::new(self.ctrd.clone(), container_id(uid, &name), self.exec_dir());
+                async move {
+                    use super::probe::ExecRunner as _;
+                    if let Err(e) = exec.run(&command, grace).await {
+                        tracing::warn!(pod = uid, container = %name, error = %e, "preStop hook failed");
+                    }
+                }
+            });
+            futures::future::join_all(runs).await;
+        }
+        // What is left of the grace period after the hooks; at least 2 s, as the kubelet does.
+        let grace =
+            if grace.is_zero() { grace } else { grace.saturating_sub(started.elapsed()).max(Duration::from_secs(2)) };
         for c in self.pod_containers(uid).await? {
             self.remove_container(&c.id, grace).await?;
         }
@@ -970,6 +1018,35 @@ impl Runtime for ContainerdRuntime {
         }
         self.memo(|m| m.remove(uid))?;
         Ok(())
+    }
+
+    fn pod_terminating(&self, pod: &Pod) {
+        if let (Some(uid), Some(spec)) = (&pod.metadata.uid, &pod.spec) {
+            let hooks = super::exec::pre_stop_hooks(spec);
+            let _ = self.memo(|m| m.entry(uid.clone()).or_default().pre_stop = hooks);
+        }
+    }
+
+    fn log_file(&self, uid: &str, name: &str, previous: bool) -> Option<PathBuf> {
+        crate::server::logs::instance_file(&self.pod_dir(uid).join("logs").join(name), previous)
+    }
+
+    async fn container_running(&self, uid: &str, name: &str) -> bool {
+        let req = GetRequest { container_id: container_id(uid, name), exec_id: String::new() };
+        let Ok(req) = self.ctrd.request_ns(req) else { return false };
+        match self.ctrd.client.tasks().get(req).await {
+            Ok(r) => r.into_inner().process.is_some_and(|p| p.status == 2 || p.status == 1),
+            Err(_) => false,
+        }
+    }
+
+    async fn exec(
+        &self,
+        uid: &str,
+        name: &str,
+        spec: super::exec::ExecSpec,
+    ) -> Result<super::exec::ExecProcess, RuntimeError> {
+        super::exec::exec_in_container(self.ctrd.clone(), &container_id(uid, name), spec, &self.exec_dir()).await
     }
 
     async fn list_pods(&self) -> Result<Vec<String>, RuntimeError> {

@@ -1,13 +1,20 @@
 //! Container probes (liveness, readiness, startup) with Kubernetes' timing: initial delay,
 //! period, timeout, success and failure thresholds. httpGet and tcpSocket probes run from the
-//! node against the pod IP; exec probes are not supported yet (they count as passing, and a
-//! warning is logged once).
+//! node against the pod IP; exec probes run the command in the container through an
+//! [`ExecRunner`] (exit code 0 passes; the probe's timeout kills the command and fails it).
 
 use k8s_openapi::api::core::v1::{Container, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
+
+/// Runs a command in the probed container.
+#[async_trait::async_trait]
+pub trait ExecRunner: Send + Sync {
+    /// Run `command` to completion (killed after `timeout`); its exit code.
+    async fn run(&self, command: &[String], timeout: Duration) -> Result<i32, String>;
+}
 
 /// Running state of one probe of one container instance.
 #[derive(Clone, Debug, Default)]
@@ -51,6 +58,7 @@ pub async fn run(
     started: Instant,
     pod_ip: &str,
     container: &Container,
+    exec: &dyn ExecRunner,
 ) -> Verdict {
     let now = Instant::now();
     if now < started + secs(probe.initial_delay_seconds, 0) {
@@ -61,7 +69,7 @@ pub async fn run(
     }
     state.last_run = Some(now);
     let timeout = secs(probe.timeout_seconds, 1).max(Duration::from_secs(1));
-    let ok = check(probe, pod_ip, container, timeout).await;
+    let ok = check(probe, pod_ip, container, timeout, exec).await;
     if ok {
         state.successes += 1;
         state.failures = 0;
@@ -90,7 +98,7 @@ fn port(p: &IntOrString, container: &Container) -> Option<u16> {
     }
 }
 
-async fn check(probe: &Probe, pod_ip: &str, container: &Container, timeout: Duration) -> bool {
+async fn check(probe: &Probe, pod_ip: &str, container: &Container, timeout: Duration, exec: &dyn ExecRunner) -> bool {
     if let Some(tcp) = &probe.tcp_socket {
         let Some(port) = port(&tcp.port, container) else { return false };
         let host = tcp.host.clone().unwrap_or_else(|| pod_ip.to_string());
@@ -124,9 +132,18 @@ async fn check(probe: &Probe, pod_ip: &str, container: &Container, timeout: Dura
             _ => false,
         };
     }
-    if probe.exec.is_some() {
-        tracing::warn!(container = %container.name, "exec probes are not supported yet; treating as passing");
-        return true;
+    if let Some(e) = &probe.exec {
+        let command = e.command.clone().unwrap_or_default();
+        if command.is_empty() {
+            return false;
+        }
+        return match exec.run(&command, timeout).await {
+            Ok(code) => code == 0,
+            Err(err) => {
+                tracing::debug!(container = %container.name, error = %err, "exec probe failed");
+                false
+            }
+        };
     }
     if probe.grpc.is_some() {
         tracing::warn!(container = %container.name, "gRPC probes are not supported yet; treating as passing");
