@@ -11,6 +11,7 @@ use super::containerd::{Containerd, ContainerdError, POD_UID_LABEL};
 use super::image::normalize_reference;
 use super::probe::{self, ProbeState};
 use super::pull::{self, PullLocks, RegistryConfig};
+use super::security;
 use super::{now_seconds, pod_key, ContainerState, PodState, Runtime, RuntimeError, State, Terminated};
 use containerd_client::services::v1::container::Runtime as CtrRuntime;
 use containerd_client::services::v1::snapshots::{MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest};
@@ -305,6 +306,17 @@ impl ContainerdRuntime {
                 ("Secret", s.secret_name.clone().unwrap_or_default(), s.items.clone(), s.optional.unwrap_or(false))
             } else if v.empty_dir.is_some() {
                 std::fs::create_dir_all(&dir).map_err(io)?;
+                // World-writable as the kubelet makes it; with fsGroup also owned by that group
+                // (setgid, so files created inside inherit it).
+                use std::os::unix::fs::PermissionsExt;
+                let mut mode = 0o777;
+                if let Some(gid) = pod.spec.as_ref().and_then(|s| s.security_context.as_ref()).and_then(|s| s.fs_group)
+                {
+                    let gid = u32::try_from(gid).map_err(|_| bad(format!("fsGroup {gid} out of range")))?;
+                    std::os::unix::fs::chown(&dir, None, Some(gid)).map_err(io)?;
+                    mode = 0o2777;
+                }
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).map_err(io)?;
                 out.insert(v.name.clone(), dir);
                 continue;
             } else {
@@ -529,7 +541,13 @@ impl ContainerdRuntime {
                 } else {
                     let ns = netns_name(uid);
                     cni::create_netns(&ns).await?;
-                    self.config.cni.add(uid, &ns).await?
+                    let ports = cni::host_ports(pod);
+                    if !ports.is_empty() {
+                        // Kept for the DEL, which needs the same mappings.
+                        let json = serde_json::to_vec(&ports).map_err(|e| RuntimeError::Backend(e.to_string()))?;
+                        std::fs::write(dir.join("ports.json"), json).map_err(io)?;
+                    }
+                    self.config.cni.add_with_ports(uid, &ns, &ports).await?
                 };
                 let name = pod.metadata.name.clone().unwrap_or_default();
                 let ip = ips.first().cloned().unwrap_or_default();
@@ -655,6 +673,7 @@ impl ContainerdRuntime {
             cpu.insert("period".into(), 100_000u64.into());
         }
         spec["linux"]["resources"]["cpu"] = serde_json::Value::Object(cpu);
+        security::apply(&mut spec, pod, c, image.user.as_deref()).map_err(bad)?;
         serde_json::to_vec(&spec).map_err(|e| bad(e.to_string()))
     }
 
@@ -1128,6 +1147,11 @@ impl Runtime for ContainerdRuntime {
         }
         let ns = netns_name(uid);
         if cni::netns_path(&ns).exists() {
+            let ports: Vec<cni::PortMapping> = std::fs::read(self.pod_dir(uid).join("ports.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            self.config.cni.del_ports(uid, &ns, &ports).await?;
             self.config.cni.del(uid, &ns).await?;
             cni::delete_netns(&ns).await?;
         }
