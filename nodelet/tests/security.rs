@@ -233,3 +233,23 @@ async fn security_context_and_host_ports() -> Result<()> {
     task.abort();
     result
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_cidr_comes_from_the_node_first() -> Result<()> {
+    use ferry_nodelet::node::{pod_cidr, NodeError};
+    use k8s_openapi::api::core::v1::Node;
+    ferry_testkit::init();
+    let cluster = Cluster::start().await?;
+    let client = cluster.client().await?;
+    // No Node yet: the flag.
+    assert_eq!(pod_cidr(&client, "cidr-1", Some("10.1.0.0/24")).await?, "10.1.0.0/24");
+    assert!(matches!(pod_cidr(&client, "cidr-1", None).await, Err(NodeError::NoPodCidr(_))));
+    // A Node with spec.podCIDR (an allocator or the admin set it): that one, whatever the flag says.
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node =
+        serde_json::from_value(json!({"metadata": {"name": "cidr-1"}, "spec": {"podCIDR": "10.9.0.0/24"}}))?;
+    nodes.create(&PostParams::default(), &node).await?;
+    assert_eq!(pod_cidr(&client, "cidr-1", Some("10.1.0.0/24")).await?, "10.9.0.0/24");
+    assert_eq!(pod_cidr(&client, "cidr-1", None).await?, "10.9.0.0/24");
+    Ok(())
+}
