@@ -448,7 +448,7 @@ mod tests {
             vec![RegistryAuth::Basic("alice".into(), "pw1".into()), RegistryAuth::Basic("bob".into(), "pw2".into())]
         );
         assert_eq!(
-            credentials_for(&[s1.clone()], "other.example:5000"),
+            credentials_for(std::slice::from_ref(&s1), "other.example:5000"),
             vec![RegistryAuth::Basic("x".into(), "y".into())]
         );
         assert!(credentials_for(&[s1], "quay.io").is_empty());
