@@ -158,7 +158,9 @@ async fn floor_once(
     let _ = client.tasks().wait(req(WaitRequest { container_id: id.clone(), exec_id: String::new() })?).await;
     client.tasks().delete(req(DeleteTaskRequest { container_id: id.clone() })?).await?;
     client.containers().delete(req(DeleteContainerRequest { id: id.clone() })?).await?;
-    client.snapshots().remove(req(RemoveSnapshotRequest { snapshotter: "overlayfs".into(), key: id.clone() })?).await?;
+    // containerd's garbage collector may have taken the unreferenced snapshot already.
+    let rm = RemoveSnapshotRequest { snapshotter: "overlayfs".into(), key: id.clone() };
+    let _ = client.snapshots().remove(req(rm)?).await;
     cni_config.del(&id, &netns).await?;
     cni::delete_netns(&netns).await?;
     for root in ["/sys/fs/cgroup/ferry-bench", "/sys/fs/cgroup/memory/ferry-bench"] {
