@@ -22,10 +22,12 @@ ensure_packages() {
   command -v python3 >/dev/null || missing+=(python3)
   python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
   # The nodelet's runtime: containerd + runc, the standard CNI plugins, iptables (portmap),
-  # and busybox-static, from which tests build their container image (no internet needed).
+  # busybox-static, from which tests build their container image (no internet needed), and
+  # docker-registry (the CNCF distribution registry), which image pull tests push it to.
   command -v containerd >/dev/null || missing+=(containerd)
   command -v runc >/dev/null || missing+=(runc)
   [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+  command -v docker-registry >/dev/null || missing+=(docker-registry)
   command -v iptables >/dev/null || missing+=(iptables)
   [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || missing+=(busybox-static)
   if [ ${#missing[@]} -gt 0 ]; then

@@ -5,6 +5,7 @@ use clap::{Parser, ValueEnum};
 use ferry_nodelet::runtime::cni::CniConfig;
 use ferry_nodelet::runtime::containerd::{self, Containerd};
 use ferry_nodelet::runtime::pods_containerd::{ContainerdConfig, ContainerdRuntime, BACKOFF_START};
+use ferry_nodelet::runtime::pull::RegistryConfig;
 use ferry_nodelet::runtime::simulated::SimulatedConfig;
 use ferry_nodelet::{machine::Machine, Config, Nodelet};
 use std::net::IpAddr;
@@ -76,6 +77,12 @@ struct Args {
     /// Linux bridge the pods attach to.
     #[arg(long, default_value = "ferry0")]
     cni_bridge: String,
+    /// Pull a registry's images from a mirror: REGISTRY=MIRROR (docker.io=127.0.0.1:5000); repeatable.
+    #[arg(long = "registry-mirror")]
+    registry_mirrors: Vec<String>,
+    /// A registry (or mirror) host[:port] spoken to over plain HTTP; repeatable.
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
     /// Start delay of pods on the simulated runtime, in milliseconds.
     #[arg(long, default_value_t = 0)]
     simulated_start_delay_ms: u64,
@@ -216,9 +223,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Nodelet::simulated(client, config, machine.ip, sim)
         }
         RuntimeKind::Containerd => {
-            let Some(pod_cidr) = config.pod_cidr.clone() else {
-                bail!("--pod-cidr is required with --runtime containerd")
-            };
+            let mut registries = RegistryConfig::default();
+            for m in &args.registry_mirrors {
+                registries.add_mirror(m).map_err(anyhow::Error::msg)?;
+            }
+            registries.insecure = args.insecure_registries.clone();
+            // The Node's spec.podCIDR (set by whoever allocates CIDRs) wins over the flag.
+            let pod_cidr = ferry_nodelet::node::pod_cidr(&client, &config.node_name, config.pod_cidr.as_deref())
+                .await
+                .context("finding the node's pod CIDR")?;
+            config.pod_cidr = Some(pod_cidr.clone());
             let ctrd = Containerd::connect(&args.containerd_address, &args.containerd_namespace).await?;
             let rc = runtime_config(&args, pod_cidr, machine.ip);
             Nodelet::new(
@@ -228,6 +242,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 Arc::new(
                     ContainerdRuntime::new(ctrd, rc)
                         .with_client(client)
+                        .with_registries(registries)
                         .with_log_driver(std::env::current_exe().context("locating the ferry-nodelet binary")?),
                 ),
             )

@@ -27,6 +27,9 @@ pub enum NodeError {
         /// The client error.
         source: kube::Error,
     },
+    /// Neither the Node nor the flag names a pod CIDR.
+    #[error("node {0} has no spec.podCIDR and --pod-cidr is not set")]
+    NoPodCidr(String),
 }
 
 fn api_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> NodeError {
@@ -179,6 +182,15 @@ fn bytes_quantity(bytes: u64) -> Quantity {
     } else {
         Quantity(bytes.to_string())
     }
+}
+
+/// The node's pod CIDR: the existing Node's `spec.podCIDR` when set (a CIDR allocator or the
+/// admin wrote it), else `fallback` (the `--pod-cidr` flag, also written to a new Node).
+pub async fn pod_cidr(client: &kube::Client, name: &str, fallback: Option<&str>) -> Result<String, NodeError> {
+    let api: Api<Node> = Api::all(client.clone());
+    let node = api.get_opt(name).await.map_err(api_err(format!("reading node {name}")))?;
+    let from_node = node.and_then(|n| n.spec).and_then(|s| s.pod_cidr).filter(|c| !c.is_empty());
+    from_node.or(fallback.map(str::to_string)).ok_or_else(|| NodeError::NoPodCidr(name.to_string()))
 }
 
 /// Create the Node, or adopt an existing one (labels merged, podCIDR set if empty, status replaced).

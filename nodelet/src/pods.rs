@@ -156,11 +156,35 @@ async fn worker(
                 }
             }
         };
-        tokio::select! {
-            changed = rx.changed() => if changed.is_err() { return },
-            _ = tokio::time::sleep(wait) => {}
+        // Sleep until the resync is due or the pod changes in a way that matters: the echo of
+        // our own status write (only status and resourceVersion differ) does not wake the worker.
+        let synced = pod;
+        let due = tokio::time::Instant::now() + wait;
+        loop {
+            tokio::select! {
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    if rx.borrow().as_ref().is_none_or(|p| !same_but_status(p, &synced)) {
+                        break;
+                    }
+                }
+                _ = tokio::time::sleep_until(due) => break,
+            }
         }
     }
+}
+
+/// Whether two versions of a pod differ at most in status and server-maintained metadata.
+fn same_but_status(a: &Pod, b: &Pod) -> bool {
+    let (ma, mb) = (&a.metadata, &b.metadata);
+    a.spec == b.spec
+        && ma.deletion_timestamp == mb.deletion_timestamp
+        && ma.deletion_grace_period_seconds == mb.deletion_grace_period_seconds
+        && ma.labels == mb.labels
+        && ma.annotations == mb.annotations
+        && ma.uid == mb.uid
 }
 
 fn backoff(failures: u32) -> Duration {

@@ -6,6 +6,8 @@
 //!
 //! * [`Containerd`] starts a private containerd (temporary root, state and socket, its own
 //!   config file) and kills it on drop; the nodelet's tests run pods on it.
+//! * [`Registry`] starts Debian's `docker-registry` (the CNCF distribution registry) on a free
+//!   loopback port with temporary storage, for image pull tests.
 //! * [`busybox_image_archive`] builds an OCI image archive from the machine's busybox-static
 //!   (no registry or internet needed).
 //!
@@ -184,6 +186,70 @@ impl Drop for Containerd {
                 let _ = Command::new("umount").arg("-l").arg(p).status();
             }
         }
+    }
+}
+
+/// A private OCI registry (Debian's `docker-registry`, plain HTTP, no auth) on 127.0.0.1.
+pub struct Registry {
+    child: Child,
+    /// `127.0.0.1:<port>`: the registry host as image references name it.
+    pub host: String,
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Start it with a generated config and temporary storage; wait until `/v2/` answers.
+    pub async fn start() -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("ferry-registry-").tempdir()?;
+        let port = free_port()?;
+        let host = format!("127.0.0.1:{port}");
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n\
+             http:\n  addr: {host}\n",
+            root = dir.path().join("storage").display(),
+        );
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config)?;
+        let log = std::fs::File::create(dir.path().join("registry.log"))?;
+        let binary = std::env::var_os("FERRY_REGISTRY").map(PathBuf::from).unwrap_or_else(|| "docker-registry".into());
+        let child = Command::new(binary)
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting docker-registry (is the docker-registry package installed?)")?;
+        let r = Registry { child, host, dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut s) = tokio::net::TcpStream::connect(&r.host).await {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let req = format!("GET /v2/ HTTP/1.0\r\nHost: {}\r\n\r\n", r.host);
+                let mut out = String::new();
+                if s.write_all(req.as_bytes()).await.is_ok()
+                    && s.read_to_string(&mut out).await.is_ok()
+                    && out.starts_with("HTTP/1.0 200")
+                {
+                    return Ok(r);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("docker-registry did not come up on {}:\n{}", r.host, r.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The registry's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

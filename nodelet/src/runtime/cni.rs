@@ -1,5 +1,5 @@
 //! Pod networking: a named network namespace per pod and the standard CNI plugins
-//! (bridge + host-local, loopback) run directly, as the CNI spec describes (env + config on
+//! (bridge + host-local, loopback, and portmap for pods with hostPorts) run directly, as the CNI spec describes (env + config on
 //! stdin, result on stdout).
 
 use std::path::{Path, PathBuf};
@@ -29,6 +29,41 @@ pub struct CniConfig {
     pub pod_cidr: String,
     /// Where host-local keeps its allocations.
     pub ipam_dir: PathBuf,
+}
+
+/// One published port (CNI's `portMappings` capability).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    /// Port on the node.
+    pub host_port: i32,
+    /// Port in the pod.
+    pub container_port: i32,
+    /// `tcp`, `udp` or `sctp`.
+    pub protocol: String,
+    /// Node address to publish on (all when empty).
+    #[serde(default, skip_serializing_if = "String::is_empty", rename = "hostIP")]
+    pub host_ip: String,
+}
+
+/// The hostPorts of a pod's containers (init containers included, as the kubelet does).
+pub fn host_ports(pod: &k8s_openapi::api::core::v1::Pod) -> Vec<PortMapping> {
+    let Some(spec) = pod.spec.as_ref() else { return Vec::new() };
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let host_port = p.host_port.filter(|h| *h > 0)?;
+            Some(PortMapping {
+                host_port,
+                container_port: p.container_port,
+                protocol: p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase(),
+                host_ip: p.host_ip.clone().unwrap_or_default(),
+            })
+        })
+        .collect()
 }
 
 /// Path of a pod's network namespace.
@@ -117,6 +152,24 @@ impl CniConfig {
     /// Attach the pod's namespace: loopback up, eth0 on the bridge with an address from the
     /// pod CIDR. Returns the pod's IPs.
     pub async fn add(&self, id: &str, netns: &str) -> Result<Vec<String>, CniError> {
+        self.add_with_ports(id, netns, &[]).await
+    }
+
+    fn portmap_conf(ports: &[PortMapping], prev: Option<&serde_json::Value>) -> serde_json::Value {
+        let mut conf = serde_json::json!({
+            "cniVersion": "1.0.0", "name": "ferry", "type": "portmap",
+            "capabilities": {"portMappings": true}, "snat": true,
+            "runtimeConfig": {"portMappings": ports},
+        });
+        if let Some(prev) = prev {
+            conf["prevResult"] = prev.clone();
+        }
+        conf
+    }
+
+    /// [`CniConfig::add`], then the portmap plugin publishes `ports` (hostPort → the pod's
+    /// containerPort, DNAT with iptables) when there are any.
+    pub async fn add_with_ports(&self, id: &str, netns: &str, ports: &[PortMapping]) -> Result<Vec<String>, CniError> {
         let lo = serde_json::json!({"cniVersion": "1.0.0", "name": "ferry-lo", "type": "loopback"});
         self.plugin("ADD", "loopback", id, netns, "lo", &lo).await?;
         let result = self.plugin("ADD", "bridge", id, netns, "eth0", &self.bridge_conf()).await?;
@@ -130,7 +183,19 @@ impl CniConfig {
         if ips.is_empty() {
             return Err(CniError::Failed { what: "CNI ADD bridge".into(), detail: format!("no address in {result}") });
         }
+        if !ports.is_empty() {
+            self.plugin("ADD", "portmap", id, netns, "eth0", &Self::portmap_conf(ports, Some(&result))).await?;
+        }
         Ok(ips)
+    }
+
+    /// Remove published ports (idempotent).
+    pub async fn del_ports(&self, id: &str, netns: &str, ports: &[PortMapping]) -> Result<(), CniError> {
+        if ports.is_empty() {
+            return Ok(());
+        }
+        self.plugin("DEL", "portmap", id, netns, "eth0", &Self::portmap_conf(ports, None)).await?;
+        Ok(())
     }
 
     /// Detach the pod's namespace and release its address (idempotent).

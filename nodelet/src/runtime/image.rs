@@ -20,10 +20,10 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub(super) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(super) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub(super) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub(super) const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
 const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
@@ -77,7 +77,7 @@ pub fn normalize_reference(reference: &str) -> String {
     name
 }
 
-fn sha256_digest(data: &[u8]) -> String {
+pub(super) fn sha256_digest(data: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(data))
 }
 
@@ -244,7 +244,7 @@ fn parse_docker(files: &HashMap<String, Vec<u8>>, manifest: &Value) -> Result<Ar
 }
 
 impl Containerd {
-    fn request<T>(&self, msg: T, lease: &str) -> Result<Request<T>, ContainerdError> {
+    pub(super) fn request<T>(&self, msg: T, lease: &str) -> Result<Request<T>, ContainerdError> {
         let mut req = self.request_ns(msg)?;
         let value = lease.parse().map_err(|_| ContainerdError::Invalid(format!("lease id {lease:?}")))?;
         req.metadata_mut().insert("containerd-lease", value);
@@ -320,7 +320,7 @@ impl Containerd {
     }
 
     /// Write one blob (idempotent: an existing digest is fine).
-    async fn write_blob(
+    pub(super) async fn write_blob(
         &self,
         digest: &str,
         data: &[u8],
@@ -373,7 +373,7 @@ impl Containerd {
         }
     }
 
-    async fn label_content(&self, digest: &str, key: &str, value: &str) -> Result<(), ContainerdError> {
+    pub(super) async fn label_content(&self, digest: &str, key: &str, value: &str) -> Result<(), ContainerdError> {
         let req = UpdateRequest {
             info: Some(Info {
                 digest: digest.into(),
@@ -391,7 +391,12 @@ impl Containerd {
     }
 
     /// Unpack layers into committed snapshots named by chain ID (skipping those present).
-    async fn unpack(&self, layers: &[Descriptor], chains: &[String], lease: &str) -> Result<(), ContainerdError> {
+    pub(super) async fn unpack(
+        &self,
+        layers: &[Descriptor],
+        chains: &[String],
+        lease: &str,
+    ) -> Result<(), ContainerdError> {
         let mut snapshots = self.client.snapshots();
         for (i, (layer, chain)) in layers.iter().zip(chains).enumerate() {
             let stat = StatSnapshotRequest { snapshotter: self.snapshotter.clone(), key: chain.clone() };
@@ -439,7 +444,7 @@ impl Containerd {
         Ok(())
     }
 
-    async fn put_image(&self, name: &str, target: &Descriptor, lease: &str) -> Result<(), ContainerdError> {
+    pub(super) async fn put_image(&self, name: &str, target: &Descriptor, lease: &str) -> Result<(), ContainerdError> {
         let image = Image { name: name.into(), target: Some(target.clone()), ..Image::default() };
         let mut images = self.client.images();
         match images
@@ -484,7 +489,7 @@ impl Containerd {
 }
 
 /// A random hex id for leases and snapshot keys.
-fn uuid_like() -> String {
+pub(super) fn uuid_like() -> String {
     let mut h = Sha256::new();
     h.update(format!("{:?}{:?}", std::time::SystemTime::now(), std::thread::current().id()).as_bytes());
     h.update(std::process::id().to_le_bytes());

@@ -11,6 +11,8 @@ pub mod exec;
 pub mod image;
 pub mod pods_containerd;
 pub mod probe;
+pub mod pull;
+pub mod security;
 pub mod simulated;
 
 use k8s_openapi::api::core::v1::Pod;

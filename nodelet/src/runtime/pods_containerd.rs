@@ -10,6 +10,8 @@ use super::cni::{self, CniConfig};
 use super::containerd::{Containerd, ContainerdError, POD_UID_LABEL};
 use super::image::normalize_reference;
 use super::probe::{self, ProbeState};
+use super::pull::{self, PullLocks, RegistryConfig};
+use super::security;
 use super::{now_seconds, pod_key, ContainerState, PodState, Runtime, RuntimeError, State, Terminated};
 use containerd_client::services::v1::container::Runtime as CtrRuntime;
 use containerd_client::services::v1::snapshots::{MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest};
@@ -71,6 +73,9 @@ struct ContainerMemo {
     liveness: ProbeState,
     readiness: ProbeState,
     startup: ProbeState,
+    /// Image pull backoff (the kubelet's: 10 s doubling to 5 min).
+    pull_delay: Duration,
+    pull_retry_at: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -89,6 +94,11 @@ pub struct ContainerdRuntime {
     /// The `ferry-nodelet` binary, run by the shim as each container's log driver.
     log_driver: Option<PathBuf>,
     pods: Mutex<HashMap<String, PodMemo>>,
+    registries: RegistryConfig,
+    pull_locks: PullLocks,
+    recorder: std::sync::OnceLock<kube::runtime::events::Recorder>,
+    /// Image configs by manifest digest (read once, not at every container start).
+    image_cache: Mutex<HashMap<String, Arc<ImageInfo>>>,
 }
 
 struct ImageInfo {
@@ -98,6 +108,12 @@ struct ImageInfo {
     entrypoint: Vec<String>,
     cmd: Vec<String>,
     workdir: Option<String>,
+    /// The image config's `User` (`uid`, `uid:gid`, or a name).
+    user: Option<String>,
+}
+
+fn waiting(reason: &str, message: String) -> State {
+    State::Waiting { reason: reason.into(), message: Some(message) }
 }
 
 fn netns_name(uid: &str) -> String {
@@ -121,6 +137,10 @@ impl ContainerdRuntime {
             config,
             log_driver: None,
             pods: Mutex::new(HashMap::new()),
+            registries: RegistryConfig::default(),
+            pull_locks: PullLocks::default(),
+            recorder: std::sync::OnceLock::new(),
+            image_cache: Mutex::new(HashMap::new()),
         }
     }
 
@@ -129,6 +149,43 @@ impl ContainerdRuntime {
     pub fn with_log_driver(mut self, nodelet: PathBuf) -> Self {
         self.log_driver = Some(nodelet);
         self
+    }
+    /// Pull images through these mirrors and insecure registries.
+    pub fn with_registries(mut self, registries: RegistryConfig) -> Self {
+        self.registries = registries;
+        self
+    }
+
+    /// Record an Event about the pod (as the kubelet: Pulling, Pulled, Failed, BackOff), in the
+    /// background; without an API client, nothing.
+    fn event(&self, pod: &Pod, warning: bool, reason: &str, note: String) {
+        use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+        let Some(client) = &self.client else { return };
+        let recorder = self.recorder.get_or_init(|| {
+            let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+            Recorder::new(client.clone(), Reporter { controller: "kubelet".into(), instance: node })
+        });
+        let recorder = recorder.clone();
+        let reference = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: pod.metadata.name.clone(),
+            namespace: pod.metadata.namespace.clone(),
+            uid: pod.metadata.uid.clone(),
+            ..Default::default()
+        };
+        let ev = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&ev, &reference).await {
+                tracing::debug!(error = %e, "recording an event failed");
+            }
+        });
     }
 
     /// Read ConfigMaps and Secrets (env `valueFrom`/`envFrom`, volumes) with this client.
@@ -260,6 +317,17 @@ impl ContainerdRuntime {
                 ("Secret", s.secret_name.clone().unwrap_or_default(), s.items.clone(), s.optional.unwrap_or(false))
             } else if v.empty_dir.is_some() {
                 std::fs::create_dir_all(&dir).map_err(io)?;
+                // World-writable as the kubelet makes it; with fsGroup also owned by that group
+                // (setgid, so files created inside inherit it).
+                use std::os::unix::fs::PermissionsExt;
+                let mut mode = 0o777;
+                if let Some(gid) = pod.spec.as_ref().and_then(|s| s.security_context.as_ref()).and_then(|s| s.fs_group)
+                {
+                    let gid = u32::try_from(gid).map_err(|_| bad(format!("fsGroup {gid} out of range")))?;
+                    std::os::unix::fs::chown(&dir, None, Some(gid)).map_err(io)?;
+                    mode = 0o2777;
+                }
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).map_err(io)?;
                 out.insert(v.name.clone(), dir);
                 continue;
             } else {
@@ -320,7 +388,7 @@ impl ContainerdRuntime {
         Ok(out)
     }
 
-    async fn image(&self, reference: &str) -> Result<Option<ImageInfo>, RuntimeError> {
+    async fn image(&self, reference: &str) -> Result<Option<Arc<ImageInfo>>, RuntimeError> {
         let name = normalize_reference(reference);
         let got = self.ctrd.client.images().get(self.ctrd.request_ns(GetImageRequest { name })?).await;
         let image = match got {
@@ -329,6 +397,9 @@ impl ContainerdRuntime {
             Err(s) => return Err(ContainerdError::from(s).into()),
         };
         let Some(target) = image.and_then(|i| i.target) else { return Ok(None) };
+        if let Some(info) = self.image_cache.lock().ok().and_then(|c| c.get(&target.digest).cloned()) {
+            return Ok(Some(info));
+        }
         let bad = |w: &str| RuntimeError::Backend(format!("image {reference}: {w}"));
         let manifest: serde_json::Value =
             serde_json::from_slice(&self.read_blob(&target.digest).await?).map_err(|_| bad("bad manifest"))?;
@@ -346,14 +417,124 @@ impl ContainerdRuntime {
             v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_string)).collect()
         };
         let c = &config["config"];
-        Ok(Some(ImageInfo {
+        let info = Arc::new(ImageInfo {
             chain_id,
             image_id: config_digest,
             env: strs(&c["Env"]),
             entrypoint: strs(&c["Entrypoint"]),
             cmd: strs(&c["Cmd"]),
             workdir: c["WorkingDir"].as_str().filter(|w| !w.is_empty()).map(str::to_string),
-        }))
+            user: c["User"].as_str().filter(|u| !u.is_empty()).map(str::to_string),
+        });
+        if let Ok(mut c) = self.image_cache.lock() {
+            c.insert(target.digest.clone(), info.clone());
+        }
+        Ok(Some(info))
+    }
+
+    /// Make the container's image present as its imagePullPolicy says (pulling with the pod's
+    /// imagePullSecrets, with the kubelet's pull backoff); the waiting state when it is not.
+    async fn ensure_image(
+        &self,
+        pod: &Pod,
+        uid: &str,
+        c: &k8s_openapi::api::core::v1::Container,
+        resync: &mut Option<Duration>,
+    ) -> Result<Result<Arc<ImageInfo>, State>, RuntimeError> {
+        let image = c.image.as_deref().unwrap_or_default();
+        let reference = match pull::parse_reference(image) {
+            Ok(r) => r,
+            Err(e) => {
+                self.event(pod, true, "InspectFailed", e.to_string());
+                return Ok(Err(waiting("InvalidImageName", e.to_string())));
+            }
+        };
+        let policy = c
+            .image_pull_policy
+            .clone()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| ferry_api::defaults::default_pull_policy(image).into());
+        let present = self.image(image).await?;
+        match (policy.as_str(), present) {
+            ("Never" | "IfNotPresent", Some(info)) => return Ok(Ok(info)),
+            ("Never", None) => {
+                let msg = format!("Container image \"{image}\" is not present with pull policy of Never");
+                self.event(pod, true, "ErrImageNeverPull", msg.clone());
+                return Ok(Err(waiting("ErrImageNeverPull", msg)));
+            }
+            _ => {}
+        }
+        let retry_at = self.memo(|m| {
+            m.entry(uid.to_string()).or_default().containers.entry(c.name.clone()).or_default().pull_retry_at
+        })?;
+        if let Some(left) = retry_at.and_then(|at| at.checked_duration_since(Instant::now())).filter(|d| !d.is_zero()) {
+            *resync = Some(resync.map_or(left, |r| r.min(left)));
+            let msg = format!("Back-off pulling image \"{image}\"");
+            self.event(pod, false, "BackOff", msg.clone());
+            return Ok(Err(waiting("ImagePullBackOff", msg)));
+        }
+        let secrets = self.pull_secrets(pod).await;
+        let auths = pull::credentials_for(&secrets, reference.registry());
+        let lock = self.pull_locks.get(&normalize_reference(image));
+        let _pulling = lock.lock().await;
+        // Another pod may have pulled it while this one waited.
+        if policy != "Always" {
+            if let Some(info) = self.image(image).await? {
+                return Ok(Ok(info));
+            }
+        }
+        self.event(pod, false, "Pulling", format!("Pulling image \"{image}\""));
+        let started = Instant::now();
+        match self.ctrd.pull_image(image, &auths, &self.registries).await {
+            Ok(_) => {
+                self.memo(|m| {
+                    let cm = m.entry(uid.to_string()).or_default().containers.entry(c.name.clone()).or_default();
+                    cm.pull_delay = Duration::ZERO;
+                    cm.pull_retry_at = None;
+                })?;
+                let took = started.elapsed();
+                self.event(pod, false, "Pulled", format!("Successfully pulled image \"{image}\" in {took:?}"));
+                match self.image(image).await? {
+                    Some(info) => Ok(Ok(info)),
+                    None => Ok(Err(waiting("ErrImagePull", format!("image {image} vanished after its pull")))),
+                }
+            }
+            Err(e) => {
+                let start = self.config.backoff_start;
+                let delay = self.memo(|m| {
+                    let cm = m.entry(uid.to_string()).or_default().containers.entry(c.name.clone()).or_default();
+                    cm.pull_delay = if cm.pull_delay.is_zero() { start } else { (cm.pull_delay * 2).min(BACKOFF_MAX) };
+                    cm.pull_retry_at = Some(Instant::now() + cm.pull_delay);
+                    cm.pull_delay
+                })?;
+                // Look again before the retry: the status turns to ImagePullBackOff meanwhile.
+                let again = (delay / 2).min(Duration::from_secs(1));
+                *resync = Some(resync.map_or(again, |r| r.min(again)));
+                let reason =
+                    if matches!(e, pull::PullError::InvalidName { .. }) { "InvalidImageName" } else { "ErrImagePull" };
+                self.event(pod, true, "Failed", e.to_string());
+                tracing::info!(pod = %pod_key(pod), image, error = %e, "image pull failed");
+                Ok(Err(waiting(reason, e.to_string())))
+            }
+        }
+    }
+
+    /// The pod's imagePullSecrets that exist (missing ones are skipped, as the kubelet does).
+    async fn pull_secrets(&self, pod: &Pod) -> Vec<Secret> {
+        let Some(client) = &self.client else { return Vec::new() };
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let api: kube::Api<Secret> = kube::Api::namespaced(client.clone(), ns);
+        let mut out = Vec::new();
+        for r in pod.spec.as_ref().and_then(|s| s.image_pull_secrets.clone()).unwrap_or_default() {
+            match api.get_opt(&r.name).await {
+                Ok(Some(s)) => out.push(s),
+                Ok(None) => tracing::warn!(pod = %pod_key(pod), secret = %r.name, "image pull secret not found"),
+                Err(e) => {
+                    tracing::warn!(pod = %pod_key(pod), secret = %r.name, error = %e, "reading an image pull secret failed")
+                }
+            }
+        }
+        out
     }
 
     /// netns + CNI + the pod's /etc files; returns the pod IPs.
@@ -375,7 +556,13 @@ impl ContainerdRuntime {
                 } else {
                     let ns = netns_name(uid);
                     cni::create_netns(&ns).await?;
-                    self.config.cni.add(uid, &ns).await?
+                    let ports = cni::host_ports(pod);
+                    if !ports.is_empty() {
+                        // Kept for the DEL, which needs the same mappings.
+                        let json = serde_json::to_vec(&ports).map_err(|e| RuntimeError::Backend(e.to_string()))?;
+                        std::fs::write(dir.join("ports.json"), json).map_err(io)?;
+                    }
+                    self.config.cni.add_with_ports(uid, &ns, &ports).await?
                 };
                 let name = pod.metadata.name.clone().unwrap_or_default();
                 let ip = ips.first().cloned().unwrap_or_default();
@@ -501,6 +688,7 @@ impl ContainerdRuntime {
             cpu.insert("period".into(), 100_000u64.into());
         }
         spec["linux"]["resources"]["cpu"] = serde_json::Value::Object(cpu);
+        security::apply(&mut spec, pod, c, image.user.as_deref()).map_err(bad)?;
         serde_json::to_vec(&spec).map_err(|e| bad(e.to_string()))
     }
 
@@ -784,15 +972,9 @@ impl ContainerdRuntime {
                     *resync = Some(resync.map_or(left, |r| r.min(left)));
                     State::Waiting { reason: "CrashLoopBackOff".into(), message: None }
                 } else {
-                    match self.image(c.image.as_deref().unwrap_or_default()).await? {
-                        None => State::Waiting {
-                            reason: "ErrImageNeverPull".into(),
-                            message: Some(format!(
-                                "image {} is not present (import it; registry pulls are not implemented yet)",
-                                c.image.as_deref().unwrap_or_default()
-                            )),
-                        },
-                        Some(image) => {
+                    match self.ensure_image(pod, uid, c, resync).await? {
+                        Err(waiting) => waiting,
+                        Ok(image) => {
                             image_id = image.image_id.clone();
                             if have.is_some() {
                                 self.remove_container(&id, Duration::ZERO).await?;
@@ -1007,6 +1189,11 @@ impl Runtime for ContainerdRuntime {
         }
         let ns = netns_name(uid);
         if cni::netns_path(&ns).exists() {
+            let ports: Vec<cni::PortMapping> = std::fs::read(self.pod_dir(uid).join("ports.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            self.config.cni.del_ports(uid, &ns, &ports).await?;
             self.config.cni.del(uid, &ns).await?;
             cni::delete_netns(&ns).await?;
         }
