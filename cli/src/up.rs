@@ -60,6 +60,13 @@ pub struct UpArgs {
     /// Simulated nodes (no containers, like kwok), hosted by one nodelet process.
     #[arg(long, default_value_t = 0)]
     pub simulated_nodes: usize,
+    /// The nodes' address (InternalIP, where the API server reaches their logs/exec endpoint).
+    /// Loopback by default: a local cluster exposes nothing on the network.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub node_ip: std::net::IpAddr,
+    /// Port of node 1's logs/exec endpoint; node i uses this + i - 1.
+    #[arg(long, default_value_t = 10250)]
+    pub nodelet_port: u16,
     /// Pod address range: node i gets the i-th /24 in it (the first /24 is left unused).
     #[arg(long, default_value = "10.244.0.0/16")]
     pub cluster_cidr: String,
@@ -187,6 +194,7 @@ struct NodeSpec {
     bridge: String,
     pod_cidr: String,
     root: PathBuf,
+    port: u16,
 }
 
 fn node_specs(a: &UpArgs, data: &Path) -> Result<Vec<NodeSpec>> {
@@ -208,6 +216,7 @@ fn node_specs(a: &UpArgs, data: &Path) -> Result<Vec<NodeSpec>> {
                 namespace: format!("ferry-{n}"),
                 bridge: format!("fy{id}n{n}"),
                 root: data.join("nodes").join(&name),
+                port: a.nodelet_port.saturating_add(i as u16),
                 name,
                 pod_cidr,
             }
@@ -317,6 +326,8 @@ async fn detach(a: &UpArgs, data: &Path) -> Result<()> {
         .args(["--nodes", &a.nodes.to_string()])
         .args(["--simulated-nodes", &a.simulated_nodes.to_string()])
         .args(["--cluster-cidr", &a.cluster_cidr])
+        .args(["--node-ip", &a.node_ip.to_string()])
+        .args(["--nodelet-port", &a.nodelet_port.to_string()])
         .args(["--timeout", &a.timeout.to_string()]);
     if let Some(b) = &a.bin_dir {
         cmd.arg("--bin-dir").arg(b);
@@ -450,14 +461,17 @@ async fn run_components(a: &UpArgs, data: &Path) -> Result<()> {
         let socket = containerd_socket(data);
         for node in &nodes {
             std::fs::create_dir_all(&node.root).with_context(|| format!("creating {}", node.root.display()))?;
+            let pki = node_credentials(bin, data, node, a).await?;
             let c = Component {
                 name: leak(format!("nodelet-{}", node.name)),
                 program: nodelet.clone(),
                 args: args(&[
                     &"--kubeconfig",
-                    &kc,
+                    &pki.join("kubeconfig"),
                     &"--node-name",
                     &node.name,
+                    &"--node-ip",
+                    &a.node_ip.to_string(),
                     &"--root-dir",
                     &node.root,
                     &"--containerd-address",
@@ -468,6 +482,16 @@ async fn run_components(a: &UpArgs, data: &Path) -> Result<()> {
                     &node.pod_cidr,
                     &"--cni-bridge",
                     &node.bridge,
+                    &"--tls-cert-file",
+                    &pki.join("nodelet.crt"),
+                    &"--tls-private-key-file",
+                    &pki.join("nodelet.key"),
+                    &"--client-ca-file",
+                    &pki.join("ca.crt"),
+                    &"--address",
+                    &a.node_ip.to_string(),
+                    &"--port",
+                    &node.port.to_string(),
                 ]),
             };
             teardowns.push(Component { args: teardown_args(node, &socket), ..c.clone() });
@@ -520,6 +544,29 @@ async fn run_components(a: &UpArgs, data: &Path) -> Result<()> {
         let _ = std::fs::remove_dir_all(containerd_run_dir(data));
     }
     Ok(())
+}
+
+/// The node's own credentials (client certificate `system:node:<name>`, serving certificate for
+/// its address), issued from the cluster CA by `ferry-apiserver node-credentials`.
+async fn node_credentials(bin: Option<&Path>, data: &Path, node: &NodeSpec, a: &UpArgs) -> Result<PathBuf> {
+    let apiserver = find(bin, "ferry-apiserver").context("ferry-apiserver not found next to ferry or on PATH")?;
+    let out_dir = node.root.join("pki");
+    let out = Command::new(apiserver)
+        .arg("node-credentials")
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--node", &node.name, "--address", &a.node_ip.to_string()])
+        .args(["--server", &format!("https://127.0.0.1:{}", a.api_port)])
+        .arg("--out")
+        .arg(&out_dir)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("running ferry-apiserver node-credentials")?;
+    if !out.status.success() {
+        bail!("issuing credentials for node {}: {}", node.name, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(out_dir)
 }
 
 fn teardown_args(node: &NodeSpec, socket: &Path) -> Vec<OsString> {

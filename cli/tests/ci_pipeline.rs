@@ -129,6 +129,23 @@ fn pipeline(client: &Path, kubeconfig: &Path, dir: &Path, name: &str) -> Result<
     expect(&["apply", "-f", &file_s], 0, &format!("deployment.apps/{name}"))?;
     expect(&["rollout", "status", &target, "--timeout=120s"], 0, "successfully rolled out")?;
 
+    // logs and exec reach the node through the API server (node credentials, the nodelet's endpoint).
+    let (_, pod) = step(&["get", "pods", "-l", &format!("app={name}"), "-o", "jsonpath={.items[0].metadata.name}"])?;
+    let pod = pod.trim().to_owned();
+    let (code, out) = step(&["exec", &pod, "--", "sh", "-c", "echo hi from $(hostname); exit 7"])?;
+    assert_eq!(code, 7, "{tool} exec exit code: {out}");
+    assert!(out.contains(&format!("hi from {pod}")), "{tool} exec output: {out}");
+    expect(&["exec", &pod, "--", "sh", "-c", "echo to-the-log > /proc/1/fd/1"], 0, "")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, out) = step(&["logs", &pod])?;
+        if code == 0 && out.contains("to-the-log") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{tool} logs: exit {code}: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     std::fs::write(&file, manifest(name, "busybox:ci-2"))?;
     expect(&["apply", "-f", &file_s], 0, "configured")?;
     let out = expect(&["rollout", "status", &target, "--timeout=120s"], 0, "successfully rolled out")?;
@@ -231,7 +248,8 @@ fn ci_pipeline_with_ferry_and_stock_kubectl() -> Result<()> {
     let tmp = tempfile::Builder::new().prefix("ferry-ci-").tempdir_in("/tmp")?;
     let data = tmp.path().join("cluster");
     let data_s = data.to_string_lossy().into_owned();
-    let [api, etcd, peer, dns] = [free_port()?, free_port()?, free_port()?, free_port()?].map(|p| p.to_string());
+    let [api, etcd, peer, dns, nodelet_port] =
+        [free_port()?, free_port()?, free_port()?, free_port()?, free_port()?].map(|p| p.to_string());
     // A /16 of its own so that tests running side by side never share pod routes.
     let cidr = format!("10.{}.0.0/16", 100 + (std::process::id() % 50));
     let netns_before = netns();
@@ -253,6 +271,8 @@ fn ci_pipeline_with_ferry_and_stock_kubectl() -> Result<()> {
         "1",
         "--cluster-cidr",
         &cidr,
+        "--nodelet-port",
+        &nodelet_port,
     ];
     let (code, out) = run(&ferry(), &up_args, Duration::from_secs(120))?;
     assert_eq!(code, 0, "ferry up: {out}");
