@@ -11,6 +11,7 @@
 //! * [`namespace`] — empties terminating namespaces and finalizes them;
 //! * [`serviceaccount`] — a `default` ServiceAccount per namespace.
 //!
+//! [`metrics`] serves `/metrics` (reconciles, latency, queue depth, leader status) and `/healthz`.
 //! [`events`] records core/v1 Events; [`expectations`] keeps the ReplicaSet controller from
 //! acting twice on a stale cache. No controller writes when desired equals stored state.
 
@@ -20,6 +21,7 @@ pub mod expectations;
 pub mod gc;
 pub mod informer;
 pub mod leader;
+pub mod metrics;
 pub mod namespace;
 pub mod replicaset;
 pub mod serviceaccount;
@@ -57,11 +59,13 @@ pub async fn run(client: kube::Client, config: Config, shutdown: CancellationTok
         _ = elector.acquire() => {}
         _ = shutdown.cancelled() => return Ok(()),
     }
+    metrics::global().set_leader(true);
     let result = tokio::select! {
         _ = controllers(client, config.concurrency, shutdown.clone()) => Ok(()),
         _ = elector.hold() => Err(Error::LeadershipLost),
         _ = shutdown.cancelled() => Ok(()),
     };
+    metrics::global().set_leader(false);
     if result.is_ok() {
         elector.release().await;
     }
@@ -106,7 +110,7 @@ pub async fn controllers(client: kube::Client, concurrency: u16, shutdown: Cance
         futures::future::join5(
             replicaset::run(client.clone(), &replica_sets, &pods, concurrency, stop()),
             deployment::run(client.clone(), &deployments, &replica_sets, &pods, concurrency, stop()),
-            namespace::run(client.clone(), stop()),
+            namespace::run(client.clone(), &namespaces, stop()),
             serviceaccount::run(client.clone(), &namespaces, &accounts, stop()),
             gc,
         )
