@@ -325,6 +325,47 @@ async fn stock_kubectl_rollout_status_history_undo_restart_scale() -> Result<()>
         wait_complete(&api, "web", Duration::from_secs(30)).await?.status.and_then(|s| s.ready_replicas),
         Some(5)
     );
+    // restart stamped the template, as kubectl does.
+    let d = api.get("web").await?;
+    let stamped = d.spec.template.metadata.as_ref().and_then(|m| m.annotations.as_ref());
+    assert!(stamped.is_some_and(|a| a.contains_key("kubectl.kubernetes.io/restartedAt")), "{stamped:?}");
+    // Revision 1 became 3 on undo; revision 2 is still busybox:2.
+    let rev2 =
+        ok(run_kubectl(&bin, &kc, &["rollout", "history", "deployment/web", "--revision=2"]).await?, "history 2")?;
+    assert!(rev2.contains("busybox:2"), "{rev2}");
+    let hist = ok(run_kubectl(&bin, &kc, &["rollout", "history", "deployment/web"]).await?, "rollout history")?;
+    let revs: Vec<&str> =
+        hist.lines().filter_map(|l| l.split_whitespace().next()).filter(|w| w.parse::<u32>().is_ok()).collect();
+    // (undo reused revision 1's ReplicaSet rather than creating a copy, as Kubernetes does.)
+    assert_eq!(revs, ["2", "3", "4"], "{hist}");
+    ok(run_kubectl(&bin, &kc, &["rollout", "undo", "deployment/web", "--to-revision=2"]).await?, "undo --to-revision")?;
+    ok(run_kubectl(&bin, &kc, &["rollout", "status", "deployment/web", "--timeout=60s"]).await?, "status undo 2")?;
+    let d = wait_complete(&api, "web", Duration::from_secs(30)).await?;
+    assert_eq!(d.spec.template.spec.as_ref().and_then(|s| s.containers[0].image.as_deref()), Some("busybox:2"));
+    assert_eq!(d.annotations().get("deployment.kubernetes.io/revision").map(String::as_str), Some("5"));
+    // pause / resume: nothing rolls out in between.
+    ok(run_kubectl(&bin, &kc, &["rollout", "pause", "deployment/web"]).await?, "rollout pause")?;
+    ok(run_kubectl(&bin, &kc, &["set", "image", "deployment/web", "c=busybox:3"]).await?, "set image paused")?;
+    eventually("paused deployment observed", || async {
+        let d = api.get("web").await?;
+        Ok(d.status.as_ref().and_then(|s| s.observed_generation) == d.metadata.generation)
+    })
+    .await?;
+    let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let images = || async {
+        Ok::<_, anyhow::Error>(
+            rss.list(&ListParams::default().labels("app=web"))
+                .await?
+                .items
+                .iter()
+                .filter_map(|r| r.spec.template.as_ref()?.spec.as_ref()?.containers[0].image.clone())
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert!(!images().await?.iter().any(|i| i == "busybox:3"), "a ReplicaSet was created while paused");
+    ok(run_kubectl(&bin, &kc, &["rollout", "resume", "deployment/web"]).await?, "rollout resume")?;
+    ok(run_kubectl(&bin, &kc, &["rollout", "status", "deployment/web", "--timeout=60s"]).await?, "status resumed")?;
+    assert!(images().await?.iter().any(|i| i == "busybox:3"));
 
     // No kubelet in this namespace: the rollout stalls and the deadline is reported.
     let ns: k8s_openapi::api::core::v1::Namespace = serde_json::from_value(json!({"metadata": {"name": "slow"}}))?;
