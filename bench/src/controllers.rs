@@ -167,6 +167,22 @@ fn start_controllers(bin: &Path, kubeconfig: &Path, log: &Path) -> Result<Proces
     Ok(Process(child))
 }
 
+/// A merge patch, retried on 409: under concurrent status writes the API server can answer a
+/// patch with Conflict (seen in this benchmark; the patch carries no resourceVersion).
+async fn patch_retrying<K>(api: &Api<K>, name: &str, patch: &serde_json::Value) -> Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    for _ in 0..10 {
+        match api.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => eprintln!("  409 on PATCH {name}; retrying"),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    bail!("PATCH {name}: 409 ten times")
+}
+
 #[tokio::main]
 async fn main() {
     if let Err(e) = run().await {
@@ -227,7 +243,7 @@ async fn run() -> Result<()> {
     for i in 1..=args.samples {
         let t0 = Instant::now();
         let scale = json!({"spec": {"replicas": i}});
-        replica_sets.patch("lat", &PatchParams::default(), &Patch::Merge(&scale)).await?;
+        patch_retrying(&replica_sets, "lat", &scale).await?;
         loop {
             match tokio::time::timeout(Duration::from_secs(30), pod_events.try_next()).await {
                 Err(_) => bail!("no pod created within 30 s for sample {i}"),
@@ -259,7 +275,7 @@ async fn run() -> Result<()> {
     for i in 1..=args.samples {
         let want = i32::try_from(i)?;
         let t0 = Instant::now();
-        deployments.patch("latd", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"replicas": want}}))).await?;
+        patch_retrying(&deployments, "latd", &json!({"spec": {"replicas": want}})).await?;
         loop {
             match tokio::time::timeout(Duration::from_secs(30), rs_events.try_next()).await {
                 Err(_) => bail!("ReplicaSet not scaled within 30 s for sample {i}"),
