@@ -1,4 +1,5 @@
-//! Prometheus metrics: requests by verb, resource and code; latency; registered watchers.
+//! Prometheus metrics: requests by verb, resource and code; latency; registered watchers; writes
+//! by user (who changed what: e.g. that only the leading controller manager writes).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -22,6 +23,13 @@ struct LatencyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WriteLabels {
+    user: String,
+    verb: String,
+    resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResourceLabels {
     resource: String,
 }
@@ -32,6 +40,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<LatencyLabels, Histogram>,
     watchers: Family<ResourceLabels, Gauge>,
+    writes: Family<WriteLabels, Counter>,
 }
 
 /// Decrements the watcher gauge when dropped.
@@ -65,7 +74,13 @@ impl Metrics {
             latency.clone(),
         );
         registry.register("apiserver_registered_watchers", "Open watches by resource", watchers.clone());
-        Self { registry, requests, latency, watchers }
+        let writes = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "apiserver_write_requests_by_user",
+            "Mutating requests (POST, PUT, PATCH, DELETE, DELETECOLLECTION) by authenticated user, verb and resource",
+            writes.clone(),
+        );
+        Self { registry, requests, latency, watchers, writes }
     }
 
     /// Count one finished request.
@@ -76,6 +91,15 @@ impl Metrics {
         self.latency
             .get_or_create(&LatencyLabels { verb: verb.into(), resource: resource.into() })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Count a mutating request by `user` (other verbs are ignored).
+    pub fn observe_write(&self, user: &str, verb: &str, resource: &str) {
+        if matches!(verb, "POST" | "PUT" | "PATCH" | "DELETE" | "DELETECOLLECTION") {
+            self.writes
+                .get_or_create(&WriteLabels { user: user.into(), verb: verb.into(), resource: resource.into() })
+                .inc();
+        }
     }
 
     /// Count an open watch until the guard drops.
@@ -109,5 +133,22 @@ mod tests {
         let text = m.render();
         assert!(text.contains("apiserver_request_total{verb=\"GET\",resource=\"pods\",code=\"200\"} 1"), "{text}");
         assert!(text.contains("apiserver_request_duration_seconds_bucket"), "{text}");
+    }
+
+    #[test]
+    fn counts_writes_by_user() {
+        let m = Metrics::new();
+        m.observe_write("ctrl-a", "PUT", "replicasets");
+        m.observe_write("ctrl-a", "GET", "replicasets");
+        m.observe_write("ctrl-a", "WATCH", "pods");
+        let text = m.render();
+        assert!(
+            text.contains(
+                "apiserver_write_requests_by_user_total{user=\"ctrl-a\",verb=\"PUT\",resource=\"replicasets\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("user=\"ctrl-a\",verb=\"GET\""), "{text}");
+        assert!(!text.contains("user=\"ctrl-a\",verb=\"WATCH\""), "{text}");
     }
 }

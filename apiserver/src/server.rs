@@ -327,6 +327,7 @@ async fn handle(shared: Arc<Shared>, cert_user: Option<UserInfo>, req: Request<I
     };
     let code = resp.status().as_u16();
     api.metrics.observe(verb, &resource, code, started.elapsed());
+    api.metrics.observe_write(&user.name, verb, &resource);
     tracing::debug!(user = %user.name, %method, %path, code, elapsed_us = started.elapsed().as_micros() as u64, "request");
     resp
 }

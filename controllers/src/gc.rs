@@ -230,8 +230,14 @@ pub async fn run(client: kube::Client, kinds: Vec<Kind>) {
         }
     }
     let _guard = AbortOnDrop(watches);
+    let metrics = crate::metrics::global().controller("garbagecollector");
     while let Some(uid) = rx.recv().await {
-        if let Err(e) = process(&gc, &uid).await {
+        // The queue is a channel here (a uid may wait more than once): its length is the depth.
+        metrics.set_depth(rx.len());
+        let started = std::time::Instant::now();
+        let result = process(&gc, &uid).await;
+        metrics.finished(result.is_ok(), started);
+        if let Err(e) = result {
             tracing::debug!(uid, error = %e, "gc: retrying");
             let gc = gc.clone();
             tokio::spawn(async move {

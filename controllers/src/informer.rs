@@ -56,7 +56,12 @@ where
         let subscribers = self.subscribers.clone();
         async move {
             let Some(mut writer) = writer else { return };
-            let stream = watcher(api, watcher::Config::default()).default_backoff();
+            // managedFields are never read by a controller and are a large part of each object:
+            // not keeping them in the stores saves memory. (A write of a cached object without
+            // managedFields leaves the stored ones alone, as in Kubernetes.)
+            let stream = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .modify(|o| o.meta_mut().managed_fields = None);
             futures::pin_mut!(stream);
             while let Some(event) = stream.next().await {
                 let event = match event {

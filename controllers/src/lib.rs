@@ -13,6 +13,7 @@
 //! * [`nodes`] — node lifecycle (heartbeats → Ready=Unknown, not-ready/unreachable/unschedulable
 //!   taints), taint-based eviction with per-zone brakes, pod garbage collection, node IPAM.
 //!
+//! [`metrics`] serves `/metrics` (reconciles, latency, queue depth, leader status) and `/healthz`.
 //! [`events`] records core/v1 Events; [`expectations`] keeps the ReplicaSet controller from
 //! acting twice on a stale cache. No controller writes when desired equals stored state.
 
@@ -22,6 +23,7 @@ pub mod expectations;
 pub mod gc;
 pub mod informer;
 pub mod leader;
+pub mod metrics;
 pub mod namespace;
 pub mod nodes;
 pub mod replicaset;
@@ -62,11 +64,13 @@ pub async fn run(client: kube::Client, config: Config, shutdown: CancellationTok
         _ = elector.acquire() => {}
         _ = shutdown.cancelled() => return Ok(()),
     }
+    metrics::global().set_leader(true);
     let result = tokio::select! {
         _ = controllers_with(client, &config, shutdown.clone()) => Ok(()),
         _ = elector.hold() => Err(Error::LeadershipLost),
         _ = shutdown.cancelled() => Ok(()),
     };
+    metrics::global().set_leader(false);
     if result.is_ok() {
         elector.release().await;
     }
@@ -119,7 +123,7 @@ pub async fn controllers_with(client: kube::Client, config: &Config, shutdown: C
         futures::future::join4(
             replicaset::run(client.clone(), &replica_sets, &pods, concurrency, stop()),
             deployment::run(client.clone(), &deployments, &replica_sets, &pods, concurrency, stop()),
-            namespace::run(client.clone(), stop()),
+            namespace::run(client.clone(), &namespaces, stop()),
             futures::future::join3(serviceaccount::run(client.clone(), &namespaces, &accounts, stop()), gc, nodes),
         )
         .await;

@@ -63,6 +63,9 @@ struct Args {
     /// How often the pod garbage collector runs.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pod_gc_period: Duration,
+    /// Where to serve /metrics and /healthz (HOST:PORT; 0 disables).
+    #[arg(long, default_value = "127.0.0.1:10257")]
+    metrics_bind_address: String,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -122,6 +125,13 @@ async fn run() -> Result<()> {
     leader.renew_deadline = args.leader_elect_renew_deadline;
     leader.retry_period = args.leader_elect_retry_period;
     let shutdown = CancellationToken::new();
+    if args.metrics_bind_address != "0" {
+        let addr: std::net::SocketAddr = args.metrics_bind_address.parse().with_context(|| {
+            format!("invalid --metrics-bind-address {:?} (HOST:PORT, or 0)", args.metrics_bind_address)
+        })?;
+        let (bound, _) = ferry_controllers::metrics::serve(addr, shutdown.clone()).await?;
+        tracing::info!(address = %bound, "serving /metrics and /healthz");
+    }
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;

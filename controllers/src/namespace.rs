@@ -13,10 +13,10 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
 use crate::events::{Recorder, WARNING};
+use crate::informer::Informer;
 
 /// Errors of one reconcile.
 #[derive(Debug, thiserror::Error)]
@@ -40,16 +40,23 @@ pub struct Context {
 }
 
 /// Run until `shutdown` resolves.
-pub async fn run(client: kube::Client, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    client: kube::Client,
+    namespaces: &Informer<Namespace>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), "namespace-controller"),
         recheck: Duration::from_secs(1),
     });
-    Controller::new(Api::<Namespace>::all(client), watcher::Config::default())
+    let m = crate::metrics::global().controller("namespace");
+    let m1 = m.clone();
+    let triggers = namespaces.subscribe().inspect(move |o| m1.triggered(crate::metrics::key_of(o.as_ref())));
+    Controller::for_shared_stream(triggers, namespaces.store())
         .graceful_shutdown_on(shutdown)
         .run(
-            reconcile,
+            move |o, c| m.clone().reconcile(o, c, reconcile),
             |ns, e, _| {
                 tracing::warn!(namespace = %ns.name_any(), error = %e, "namespace reconcile failed; retrying");
                 Action::requeue(Duration::from_secs(1))

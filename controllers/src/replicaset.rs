@@ -27,6 +27,7 @@ use kube::{Api, ResourceExt};
 use crate::events::{Recorder, NORMAL, WARNING};
 use crate::expectations::Expectations;
 use crate::informer::Informer;
+use crate::metrics::{key_of, key_of_ref};
 use crate::util::{self, Matcher};
 
 /// Most pods created or deleted in one reconcile (Kubernetes' burstReplicas).
@@ -50,6 +51,27 @@ pub struct Context {
     pub expectations: Expectations,
     /// Events.
     pub recorder: Recorder,
+    /// Consecutive create/delete failures per ReplicaSet key: retries back off exponentially
+    /// (1 s doubling to [`MAX_RETRY_DELAY`]) instead of hammering the API server.
+    pub failures: std::sync::Mutex<HashMap<String, u32>>,
+}
+
+/// Longest wait between retries of a ReplicaSet whose pod creates or deletes keep failing.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+
+impl Context {
+    /// Record one more failure of `key`; returns how long to wait before retrying.
+    fn failed(&self, key: &str) -> Duration {
+        let mut f = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = f.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        Duration::from_secs(1u64 << (*n - 1).min(9)).min(MAX_RETRY_DELAY)
+    }
+
+    fn succeeded(&self, key: &str) {
+        let mut f = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f.remove(key);
+    }
 }
 
 /// Run the controller until `shutdown` resolves.
@@ -66,13 +88,20 @@ pub async fn run(
         pods: pods.store(),
         expectations: Expectations::default(),
         recorder: Recorder::new(client, "replicaset-controller"),
+        failures: std::sync::Mutex::new(HashMap::new()),
     });
     let mapper_store = rs_store.clone();
-    Controller::for_shared_stream(rs.subscribe(), rs_store)
-        .watches_shared_stream(pods.subscribe(), move |pod: Arc<Pod>| pod_owners(&mapper_store, &pod))
+    let m = crate::metrics::global().controller("replicaset");
+    let (m1, m2) = (m.clone(), m.clone());
+    Controller::for_shared_stream(rs.subscribe().inspect(move |o| m1.triggered(key_of(o.as_ref()))), rs_store)
+        .watches_shared_stream(pods.subscribe(), move |pod: Arc<Pod>| {
+            let owners = pod_owners(&mapper_store, &pod);
+            owners.iter().for_each(|r| m2.triggered(key_of_ref(r)));
+            owners
+        })
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(move |o, c| m.clone().reconcile(o, c, reconcile), error_policy, ctx)
         .for_each(|_| async {})
         .await;
 }
@@ -193,8 +222,12 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action,
         }
     }
     if let Some(e) = manage_err {
-        tracing::debug!(rs = %key, error = %e.1, "replicaset manage failed");
-        return Ok(Action::requeue(Duration::from_secs(1)));
+        let delay = ctx.failed(&key);
+        tracing::debug!(rs = %key, error = %e.1, ?delay, "replicaset manage failed");
+        return Ok(Action::requeue(delay));
+    }
+    if synced && !deleting {
+        ctx.succeeded(&key);
     }
     if !synced {
         return Ok(Action::requeue(Duration::from_secs(5)));

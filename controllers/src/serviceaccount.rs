@@ -37,12 +37,17 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ctx = Arc::new(Context { client, accounts: accounts.store() });
-    Controller::for_shared_stream(namespaces.subscribe(), namespaces.store())
-        .watches_shared_stream(accounts.subscribe(), |sa: Arc<ServiceAccount>| {
-            (sa.name_any() == "default").then(|| ObjectRef::new(&sa.namespace().unwrap_or_default()))
+    let m = crate::metrics::global().controller("serviceaccount");
+    let (m1, m2) = (m.clone(), m.clone());
+    let triggers = namespaces.subscribe().inspect(move |o| m1.triggered(crate::metrics::key_of(o.as_ref())));
+    Controller::for_shared_stream(triggers, namespaces.store())
+        .watches_shared_stream(accounts.subscribe(), move |sa: Arc<ServiceAccount>| {
+            let r = (sa.name_any() == "default").then(|| ObjectRef::new(&sa.namespace().unwrap_or_default()));
+            r.iter().for_each(|r| m2.triggered(crate::metrics::key_of_ref(r)));
+            r
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, |_, _, _| Action::requeue(Duration::from_secs(1)), ctx)
+        .run(move |o, c| m.clone().reconcile(o, c, reconcile), |_, _, _| Action::requeue(Duration::from_secs(1)), ctx)
         .for_each(|_| async {})
         .await;
 }

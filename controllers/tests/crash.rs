@@ -28,11 +28,15 @@ impl Drop for Proc {
 }
 
 fn spawn(kubeconfig: &std::path::Path, identity: &str) -> Result<Proc> {
+    spawn_with_metrics(kubeconfig, identity, "0")
+}
+
+fn spawn_with_metrics(kubeconfig: &std::path::Path, identity: &str, metrics: &str) -> Result<Proc> {
     Ok(Proc(
         Command::new(env!("CARGO_BIN_EXE_ferry-controllers"))
             .arg("--kubeconfig")
             .arg(kubeconfig)
-            .args(["--identity", identity])
+            .args(["--identity", identity, "--metrics-bind-address", metrics])
             .args(["--leader-elect-lease-duration", "2s", "--leader-elect-renew-deadline", "1500ms"])
             .args(["--leader-elect-retry-period", "200ms"])
             .env("RUST_LOG", "warn")
@@ -185,6 +189,168 @@ async fn kill_9_mid_rollout_of_20_replicas() -> Result<()> {
             p.name_any()
         );
     }
+    kubelet.abort();
+    Ok(())
+}
+
+/// A kubeconfig for the same server that authenticates with a bearer token.
+fn token_kubeconfig(admin: &std::path::Path, token: &str, out: &std::path::Path) -> Result<()> {
+    let kc = kube::config::Kubeconfig::read_from(admin)?;
+    let mut v = serde_json::to_value(&kc)?;
+    let user = json!({"name": "u", "user": {"token": token}});
+    v["users"] = json!([user]);
+    if let Some(contexts) = v["contexts"].as_array_mut() {
+        for c in contexts {
+            c["context"]["user"] = json!("u");
+        }
+    }
+    std::fs::write(out, serde_json::to_vec(&v)?)?;
+    Ok(())
+}
+
+/// Writes by user from the API server's `apiserver_write_requests_by_user_total`, leader-election
+/// Lease writes excluded (every candidate tries to take or renew the Lease by design).
+async fn writes_by_user(cluster: &Cluster) -> Result<HashMap<String, u64>> {
+    let (code, body) = cluster.raw("GET", "/metrics", None, Vec::new()).await?;
+    anyhow::ensure!(code == 200, "GET /metrics: {code}");
+    let mut out = HashMap::new();
+    for line in String::from_utf8_lossy(&body).lines() {
+        let Some(rest) = line.strip_prefix("apiserver_write_requests_by_user_total{") else { continue };
+        let Some((labels, value)) = rest.split_once("} ") else { continue };
+        let label = |name: &str| {
+            labels.split(&format!("{name}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or("").to_string()
+        };
+        if label("resource") == "leases" {
+            continue;
+        }
+        let n: f64 = value.trim().parse()?;
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let n = n as u64;
+        *out.entry(label("user")).or_insert(0) += n;
+    }
+    Ok(out)
+}
+
+/// GET a path of a controller process's metrics endpoint: (status line, body).
+async fn http_get(port: u16, path: &str) -> Result<(String, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    Ok((head.lines().next().unwrap_or("").to_string(), body.to_string()))
+}
+
+async fn until<F, Fut>(what: &str, mut f: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !f().await? {
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_only_the_leader_writes() -> Result<()> {
+    // Each process authenticates as its own user, so the API server counts their writes apart.
+    let dir = tempfile::tempdir()?;
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "token-a,ctrl-a,uid-a\ntoken-b,ctrl-b,uid-b\n")?;
+    let token_file = tokens.clone();
+    let cluster = Cluster::start_with(move |c| c.token_auth_file = Some(token_file)).await?;
+    let client = cluster.client().await?;
+    let mut procs: HashMap<String, (Proc, u16)> = HashMap::new();
+    for id in ["a", "b"] {
+        let kc = dir.path().join(format!("{id}.kubeconfig"));
+        token_kubeconfig(&cluster.kubeconfig(), &format!("token-{id}"), &kc)?;
+        let port = ferry_testkit::free_port()?;
+        procs.insert(id.to_string(), (spawn_with_metrics(&kc, id, &format!("127.0.0.1:{port}"))?, port));
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let kubelet = {
+        let pods = pods.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(list) = pods.list(&ListParams::default()).await {
+                    for p in list.items.iter().filter(|p| !ready(p) && p.metadata.deletion_timestamp.is_none()) {
+                        let now = jiff::Timestamp::now().to_string();
+                        let st = json!({"status": {"phase": "Running", "conditions": [
+                            {"type": "Ready", "status": "True", "lastTransitionTime": now}]}});
+                        let _ = pods.patch_status(&p.name_any(), &PatchParams::default(), &Patch::Merge(&st)).await;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let api: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "duo"},
+        "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "duo"}},
+            "template": {"metadata": {"labels": {"app": "duo"}}, "spec": {"containers": [{"name": "c", "image": "v1"}]}}}
+    }))?;
+    api.create(&PostParams::default(), &d).await?;
+    let done = |image: &'static str, replicas: i32| {
+        let api = api.clone();
+        move || {
+            let api = api.clone();
+            async move {
+                let d = api.get("duo").await?;
+                let s = d.status.clone().unwrap_or_default();
+                let img = d.spec.template.spec.as_ref().and_then(|s| s.containers[0].image.clone());
+                Ok(img.as_deref() == Some(image)
+                    && s.observed_generation >= d.metadata.generation
+                    && s.updated_replicas == Some(replicas)
+                    && s.replicas == Some(replicas)
+                    && s.available_replicas == Some(replicas))
+            }
+        }
+    };
+    until("first rollout", done("v1", 4)).await?;
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "v2"}]}}}});
+    api.patch("duo", &PatchParams::default(), &Patch::Strategic(&patch)).await?;
+    until("second rollout", done("v2", 4)).await?;
+
+    let leader = holder(&client).await?.ok_or_else(|| anyhow::anyhow!("no leader"))?;
+    let follower = if leader == "a" { "b" } else { "a" }.to_string();
+    let writes = writes_by_user(&cluster).await?;
+    let count = |w: &HashMap<String, u64>, id: &str| w.get(&format!("ctrl-{id}")).copied().unwrap_or(0);
+    assert!(count(&writes, &leader) > 0, "the leader's writes are not counted: {writes:?}");
+    assert_eq!(count(&writes, &follower), 0, "the follower wrote: {writes:?}");
+
+    // Each process reports its own role and work on /metrics, and is healthy.
+    let (lport, fport) = (procs[&leader].1, procs[&follower].1);
+    let (status, body) = http_get(lport, "/metrics").await?;
+    assert!(status.contains("200"), "{status}");
+    assert!(body.contains("ferry_controller_leader 1"), "{body}");
+    assert!(body.contains("ferry_controller_reconcile_total{controller=\"deployment\",result=\"success\"}"), "{body}");
+    let (_, body) = http_get(fport, "/metrics").await?;
+    assert!(body.contains("ferry_controller_leader 0"), "{body}");
+    assert!(!body.contains("ferry_controller_reconcile_total{controller=\"deployment\""), "{body}");
+    for port in [lport, fport] {
+        let (status, body) = http_get(port, "/healthz").await?;
+        assert!(status.contains("200") && body == "ok", "{status} {body}");
+    }
+
+    // Kill the leader: the follower takes over, and its writes are now counted (so the zero
+    // above was a real observation, not a counter that cannot see the second process).
+    if let Some((mut p, _)) = procs.remove(&leader) {
+        p.0.kill()?;
+        let _ = p.0.wait();
+    }
+    until("takeover", || async { Ok(holder(&client).await?.as_deref() == Some(follower.as_str())) }).await?;
+    api.patch("duo", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"replicas": 6}}))).await?;
+    until("scale-up by the new leader", done("v2", 6)).await?;
+    let after = writes_by_user(&cluster).await?;
+    assert!(count(&after, &follower) > 0, "the new leader's writes are not counted: {after:?}");
+    assert_eq!(count(&after, &leader), count(&writes, &leader), "the killed process wrote: {after:?}");
     kubelet.abort();
     Ok(())
 }

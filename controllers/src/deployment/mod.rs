@@ -32,6 +32,7 @@ use self::util as du;
 use self::util::reason;
 use crate::events::{Recorder, NORMAL};
 use crate::informer::Informer;
+use crate::metrics::{key_of, key_of_ref};
 use crate::util::{self as cu, Matcher};
 
 /// Errors of one reconcile.
@@ -75,8 +76,14 @@ pub async fn run(
     let d_store = deployments.store();
     let (for_rs, for_pod) = (d_store.clone(), d_store.clone());
     let rs_store = replica_sets.store();
-    Controller::for_shared_stream(deployments.subscribe(), d_store)
-        .watches_shared_stream(replica_sets.subscribe(), move |rs: Arc<ReplicaSet>| rs_owners(&for_rs, &rs))
+    let m = crate::metrics::global().controller("deployment");
+    let (m1, m2, m3) = (m.clone(), m.clone(), m.clone());
+    Controller::for_shared_stream(deployments.subscribe().inspect(move |o| m1.triggered(key_of(o.as_ref()))), d_store)
+        .watches_shared_stream(replica_sets.subscribe(), move |rs: Arc<ReplicaSet>| {
+            let owners = rs_owners(&for_rs, &rs);
+            owners.iter().for_each(|r| m2.triggered(key_of_ref(r)));
+            owners
+        })
         .watches_shared_stream(pods.subscribe(), move |pod: Arc<Pod>| {
             // Only Recreate needs pod events (old pods gone); map pod → ReplicaSet → Deployment.
             let ns = pod.namespace().unwrap_or_default();
@@ -87,10 +94,11 @@ pub async fn run(
                 .and_then(|d| for_pod.get(&ObjectRef::new(&d).within(&ns)))
                 .filter(|d| du::is_recreate(d))
                 .map(|d| ObjectRef::from_obj(d.as_ref()))
+                .inspect(|r| m3.triggered(key_of_ref(r)))
         })
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(move |o, c| m.clone().reconcile(o, c, reconcile), error_policy, ctx)
         .for_each(|_| async {})
         .await;
 }

@@ -146,7 +146,29 @@ fn without_hash(t: &PodTemplateSpec) -> serde_json::Value {
     if let Some(labels) = t.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
         labels.remove(POD_TEMPLATE_HASH);
     }
-    serde_json::to_value(t).unwrap_or_default()
+    let mut v = serde_json::to_value(t).unwrap_or_default();
+    prune_empty(&mut v);
+    v
+}
+
+/// Drop nulls, empty objects and empty lists (recursively): Kubernetes compares templates with
+/// `Semantic.DeepEqual`, where an absent struct equals an empty one and a nil list an empty one,
+/// so `resources: {}` (what `kubectl rollout undo` sends back) matches no `resources` at all.
+fn prune_empty(v: &mut serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Null => true,
+        serde_json::Value::Object(m) => {
+            m.retain(|_, child| !prune_empty(child));
+            m.is_empty()
+        }
+        serde_json::Value::Array(a) => {
+            for child in a.iter_mut() {
+                prune_empty(child);
+            }
+            a.is_empty()
+        }
+        _ => false,
+    }
 }
 
 /// Whether two templates are equal apart from the pod-template-hash label.
@@ -320,6 +342,25 @@ mod tests {
         assert_eq!(fenceposts(&deploy(4, json!(0), json!(0))), (0, 1));
         assert_eq!(fenceposts(&deploy(5, json!(1), json!(0))), (1, 0));
         assert_eq!(max_unavailable(&deploy(2, json!(0), json!(5))), 2);
+    }
+
+    #[test]
+    fn empty_structs_and_lists_equal_absent_ones() {
+        let a: PodTemplateSpec = serde_json::from_value(serde_json::json!({
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}}))
+        .unwrap_or_default();
+        let b: PodTemplateSpec = serde_json::from_value(serde_json::json!({
+            "metadata": {"labels": {"app": "web", "pod-template-hash": "x"}, "annotations": {}},
+            "spec": {"containers": [{"name": "c", "image": "i", "resources": {}, "env": []}]}}))
+        .unwrap_or_default();
+        assert!(equal_ignore_hash(&a, &b));
+        assert_eq!(template_hash(&a, None), template_hash(&b, None));
+        let c: PodTemplateSpec = serde_json::from_value(serde_json::json!({
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "j"}]}}))
+        .unwrap_or_default();
+        assert!(!equal_ignore_hash(&a, &c));
     }
 
     #[test]
