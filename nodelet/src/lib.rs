@@ -7,11 +7,14 @@
 //!   into pod status (phase, conditions, container statuses).
 //! * [`runtime::simulated`] is a runtime without containers; [`run_simulated_nodes`] hosts many
 //!   simulated nodes in one process (like kwok), for scheduler and controller tests.
+//! * [`proxy`] is the service proxy (ClusterIP/NodePort → endpoints with nftables), enabled
+//!   with [`Nodelet::with_proxy`].
 
 pub mod config;
 pub mod machine;
 pub mod node;
 pub mod pods;
+pub mod proxy;
 pub mod runtime;
 pub mod status;
 
@@ -45,19 +48,43 @@ pub struct Nodelet {
     observe_pressure: bool,
     /// How often a pod is synced when nothing happens.
     pub resync_period: Duration,
+    /// The service proxy, if this nodelet runs one.
+    proxy: Option<proxy::Proxy>,
 }
 
 impl Nodelet {
     /// A nodelet for a real machine.
     pub fn new(client: kube::Client, config: Config, machine: Machine, runtime: Arc<dyn Runtime>) -> Self {
-        Nodelet { client, config, machine, runtime, observe_pressure: true, resync_period: Duration::from_secs(10) }
+        Nodelet {
+            client,
+            config,
+            machine,
+            runtime,
+            observe_pressure: true,
+            resync_period: Duration::from_secs(10),
+            proxy: None,
+        }
     }
 
     /// A simulated node: made-up machine, no pressure observation, simulated runtime.
     pub fn simulated(client: kube::Client, config: Config, ip: std::net::IpAddr, sim: SimulatedConfig) -> Self {
         let machine = Machine::simulated(&config.node_name, ip);
         let runtime = Arc::new(SimulatedRuntime::new(sim));
-        Nodelet { client, config, machine, runtime, observe_pressure: false, resync_period: Duration::from_secs(10) }
+        Nodelet {
+            client,
+            config,
+            machine,
+            runtime,
+            observe_pressure: false,
+            resync_period: Duration::from_secs(10),
+            proxy: None,
+        }
+    }
+
+    /// Also run the service proxy.
+    pub fn with_proxy(mut self, proxy: proxy::Proxy) -> Self {
+        self.proxy = Some(proxy);
+        self
     }
 
     fn pressure(&self) -> Pressure {
@@ -72,7 +99,16 @@ impl Nodelet {
 
     /// Register the node, then heartbeat and run pods until the task is dropped.
     /// Fails only if the first registration fails.
-    pub async fn run(self) -> Result<(), NodeletError> {
+    pub async fn run(mut self) -> Result<(), NodeletError> {
+        let service_proxy = {
+            let (proxy, client) = (self.proxy.take(), self.client.clone());
+            async move {
+                match proxy {
+                    Some(p) => p.run(client).await,
+                    None => std::future::pending().await,
+                }
+            }
+        };
         let version = self.runtime.version().await?;
         let n = node::build_node(&self.config, &self.machine, &version, self.pressure(), Timestamp::now());
         let registered = node::register(&self.client, &n).await?;
@@ -102,7 +138,7 @@ impl Nodelet {
             },
         );
         let status = self.status_loop(registered.status.unwrap_or_default(), version);
-        tokio::join!(lease, pods, status);
+        tokio::join!(lease, pods, status, service_proxy);
         Ok(())
     }
 

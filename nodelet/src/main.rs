@@ -2,9 +2,11 @@
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
+use ferry_nodelet::proxy::{self, Proxy, ProxyConfig};
 use ferry_nodelet::runtime::cni::CniConfig;
 use ferry_nodelet::runtime::containerd::{self, Containerd};
 use ferry_nodelet::runtime::pods_containerd::{ContainerdConfig, ContainerdRuntime, BACKOFF_START};
+use ferry_nodelet::runtime::resolv::ClusterDns;
 use ferry_nodelet::runtime::simulated::SimulatedConfig;
 use ferry_nodelet::{machine::Machine, Config, Nodelet};
 use std::net::IpAddr;
@@ -72,9 +74,36 @@ struct Args {
     /// Linux bridge the pods attach to.
     #[arg(long, default_value = "ferry0")]
     cni_bridge: String,
+    /// The cluster DNS server(s) pods use (ClusterFirst), e.g. the kube-dns Service's ClusterIP.
+    #[arg(long, value_delimiter = ',')]
+    cluster_dns: Vec<std::net::Ipv4Addr>,
+    /// The cluster domain in pods' DNS search path.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Service proxy: program nftables, or none (default: nftables with the containerd runtime).
+    #[arg(long, value_enum)]
+    proxy_mode: Option<ProxyMode>,
+    /// The nftables table the service proxy owns.
+    #[arg(long, global = true, default_value = "ferry")]
+    proxy_table: String,
+    /// Pod address ranges; service traffic from outside them is masqueraded (default: the pod CIDR).
+    #[arg(long, value_delimiter = ',')]
+    cluster_cidr: Vec<ipnet::Ipv4Net>,
+    /// Addresses NodePorts answer on (default: every local address but loopback).
+    #[arg(long, value_delimiter = ',')]
+    nodeport_addresses: Vec<ipnet::Ipv4Net>,
+    /// Masquerade all service traffic (for hosts without br_netfilter).
+    #[arg(long)]
+    masquerade_all: bool,
     /// Start delay of pods on the simulated runtime, in milliseconds.
     #[arg(long, default_value_t = 0)]
     simulated_start_delay_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ProxyMode {
+    Nftables,
+    None,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -82,6 +111,15 @@ enum Cmd {
     /// Work with images in containerd.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// The service proxy.
+    #[command(subcommand)]
+    Proxy(ProxyCmd),
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum ProxyCmd {
+    /// Remove every rule the service proxy installed (its nftables table).
+    Cleanup,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -113,6 +151,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         for name in c.import_archive(archive).await.with_context(|| format!("importing {}", archive.display()))? {
             println!("imported {name}");
         }
+        return Ok(());
+    }
+    if let Some(Cmd::Proxy(ProxyCmd::Cleanup)) = &args.command {
+        proxy::cleanup(&proxy::Nft::default(), &args.proxy_table)
+            .await
+            .with_context(|| format!("removing nftables table ip {}", args.proxy_table))?;
+        println!("removed the service proxy's rules (table ip {})", args.proxy_table);
         return Ok(());
     }
     let Some(kubeconfig) = args.kubeconfig.clone() else { bail!("--kubeconfig (or KUBECONFIG) is required") };
@@ -147,12 +192,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 start_delay: Duration::from_millis(args.simulated_start_delay_ms),
                 ..SimulatedConfig::default()
             };
+            if args.proxy_mode == Some(ProxyMode::Nftables) {
+                bail!("--proxy-mode nftables needs --runtime containerd");
+            }
             Nodelet::simulated(client, config, machine.ip, sim)
         }
         RuntimeKind::Containerd => {
             let Some(pod_cidr) = config.pod_cidr.clone() else {
                 bail!("--pod-cidr is required with --runtime containerd")
             };
+            let pod_net: ipnet::Ipv4Net =
+                pod_cidr.parse().with_context(|| format!("--pod-cidr {pod_cidr:?} is not an IPv4 CIDR"))?;
             let ctrd = Containerd::connect(&args.containerd_address, containerd::NAMESPACE).await?;
             let rc = ContainerdConfig {
                 root_dir: args.root_dir.clone(),
@@ -165,12 +215,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 host_ip: machine.ip.to_string(),
                 backoff_start: BACKOFF_START,
             };
-            Nodelet::new(
-                client.clone(),
-                config,
-                machine,
-                Arc::new(ContainerdRuntime::new(ctrd, rc).with_client(client)),
-            )
+            let mut runtime = ContainerdRuntime::new(ctrd, rc).with_client(client.clone());
+            if !args.cluster_dns.is_empty() {
+                runtime = runtime.with_cluster_dns(ClusterDns {
+                    servers: args.cluster_dns.iter().map(ToString::to_string).collect(),
+                    domain: args.cluster_domain.clone(),
+                });
+            }
+            let nodelet = Nodelet::new(client, config, machine, Arc::new(runtime));
+            if args.proxy_mode.unwrap_or(ProxyMode::Nftables) == ProxyMode::Nftables {
+                let mut pc = ProxyConfig::new(args.proxy_table.clone());
+                pc.cluster_cidrs = if args.cluster_cidr.is_empty() { vec![pod_net] } else { args.cluster_cidr.clone() };
+                pc.nodeport_addresses = args.nodeport_addresses.clone();
+                pc.masquerade_all = args.masquerade_all;
+                nodelet.with_proxy(Proxy::new(pc, Arc::new(proxy::Nft::default())))
+            } else {
+                nodelet
+            }
         }
     };
     tokio::select! {

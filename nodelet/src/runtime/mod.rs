@@ -10,6 +10,7 @@ pub mod containerd;
 pub mod image;
 pub mod pods_containerd;
 pub mod probe;
+pub mod resolv;
 pub mod simulated;
 
 use k8s_openapi::api::core::v1::Pod;

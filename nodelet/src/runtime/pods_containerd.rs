@@ -85,6 +85,7 @@ pub struct ContainerdRuntime {
     client: Option<kube::Client>,
     config: ContainerdConfig,
     pods: Mutex<HashMap<String, PodMemo>>,
+    cluster_dns: Option<super::resolv::ClusterDns>,
 }
 
 struct ImageInfo {
@@ -111,12 +112,18 @@ fn ts(t: &Option<prost_types::Timestamp>) -> Option<Timestamp> {
 impl ContainerdRuntime {
     /// A runtime on this containerd connection.
     pub fn new(ctrd: Containerd, config: ContainerdConfig) -> Self {
-        ContainerdRuntime { ctrd, client: None, config, pods: Mutex::new(HashMap::new()) }
+        ContainerdRuntime { ctrd, client: None, config, pods: Mutex::new(HashMap::new()), cluster_dns: None }
     }
 
     /// Read ConfigMaps and Secrets (env `valueFrom`/`envFrom`, volumes) with this client.
     pub fn with_client(mut self, client: kube::Client) -> Self {
         self.client = Some(client);
+        self
+    }
+
+    /// Point pods at the cluster DNS (their resolv.conf, see [`super::resolv`]).
+    pub fn with_cluster_dns(mut self, dns: super::resolv::ClusterDns) -> Self {
+        self.cluster_dns = Some(dns);
         self
     }
 
@@ -365,11 +372,7 @@ impl ContainerdRuntime {
                 )
                 .map_err(io)?;
                 let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-                let resolv: String = host_resolv
-                    .lines()
-                    .filter(|l| l.starts_with("nameserver") || l.starts_with("search"))
-                    .map(|l| format!("{l}\n"))
-                    .collect();
+                let resolv = super::resolv::resolv_conf(pod, &host_resolv, self.cluster_dns.as_ref());
                 std::fs::write(dir.join("resolv.conf"), resolv).map_err(io)?;
                 std::fs::write(&ip_file, ips.join("\n")).map_err(io)?;
                 ips
