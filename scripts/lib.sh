@@ -27,6 +27,8 @@ ensure_packages() {
   command -v runc >/dev/null || missing+=(runc)
   [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
   command -v iptables >/dev/null || missing+=(iptables)
+  # The nodelet's service proxy programs the kernel with nft.
+  command -v nft >/dev/null || missing+=(nftables)
   [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || missing+=(busybox-static)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}"

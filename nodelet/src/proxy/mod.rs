@@ -57,7 +57,7 @@ impl ProxyConfig {
             cluster_cidrs: Vec::new(),
             masquerade_all: false,
             min_sync_interval: Duration::from_millis(50),
-            resync_interval: Duration::from_secs(60),
+            resync_interval: Duration::from_secs(300),
         }
     }
 }
@@ -92,7 +92,7 @@ pub enum Outcome {
     Unchanged,
     /// The whole table was replaced.
     Replaced,
-    /// The table was rebuilt in place.
+    /// Only what changed was sent.
     Updated,
 }
 
@@ -102,7 +102,8 @@ impl Syncer {
         Syncer { netfilter, config, installed: None, last_install: None }
     }
 
-    /// Install the rule set for `ports` unless it is already installed and no resync is due.
+    /// Install the rule set for `ports` unless it is already installed and no resync is due (a
+    /// resync rewrites every chain, repairing edits made behind the proxy's back).
     /// A failure forgets what is installed, so the next sync replaces the whole table.
     pub async fn sync(&mut self, ports: &[model::ServicePort]) -> Result<Outcome, NetfilterError> {
         let rules = nftables::render(&self.config, ports);
@@ -110,7 +111,10 @@ impl Syncer {
         if !resync_due && self.installed.as_ref() == Some(&rules) {
             return Ok(Outcome::Unchanged);
         }
-        let script = rules.script(self.installed.as_ref());
+        let script = match &self.installed {
+            Some(prev) if resync_due => rules.resync_script(prev),
+            prev => rules.script(prev.as_ref()),
+        };
         let outcome = if self.installed.is_some() { Outcome::Updated } else { Outcome::Replaced };
         self.installed = None;
         self.netfilter.apply(&script).await?;
@@ -237,7 +241,7 @@ mod tests {
         let scripts = rec.scripts();
         assert_eq!(scripts.len(), 2);
         assert!(scripts[0].contains("delete table ip t\n"));
-        assert!(scripts[1].contains("flush table ip t\n") && !scripts[1].contains("delete table"));
+        assert!(scripts[1].contains("add rule ip t ep-") && !scripts[1].contains("delete table"));
         // A failure makes the next install a full replacement.
         *rec.fail_next.lock().expect("lock") = 1;
         assert!(s.sync(&[port(&["10.0.0.2:80"])]).await.is_err());
@@ -252,7 +256,9 @@ mod tests {
         let mut s = Syncer::new(config, rec.clone());
         let _ = s.sync(&[]).await;
         assert_eq!(s.sync(&[]).await.ok(), Some(Outcome::Updated));
-        assert_eq!(rec.scripts().len(), 2);
+        let scripts = rec.scripts();
+        assert_eq!(scripts.len(), 2);
+        assert!(scripts[1].starts_with("add table ip t\nflush table ip t\ntable ip t {"), "{}", scripts[1]);
     }
 
     /// The scripts against the real kernel, in a table of this test's own: a full install, an
@@ -275,7 +281,7 @@ mod tests {
         let ep1 = "10.0.0.1:80".parse().expect("ep");
         let set1 = nftables::render(&ProxyConfig::new(table.clone()), std::slice::from_ref(&two))
             .sets
-            .into_iter()
+            .into_keys()
             .find(|n| n.starts_with(&nftables::endpoint_chain(&two.id, &ep1).replace("ep-", "aff-")))
             .expect("affinity set");
         nft.apply(&format!("add element ip {table} {set1} {{ 192.0.2.7 }}\n")).await.expect("add element");

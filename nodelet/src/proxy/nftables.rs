@@ -15,12 +15,14 @@
 //!   connections to service ports that have no endpoints.
 //!
 //! [`Ruleset::script`] makes the update one transaction. The first time (or after a failure)
-//! the whole table is replaced (`add table` + `delete table` + the table); afterwards the table
-//! is flushed and rebuilt and only chains and sets that disappeared are deleted, so affinity
-//! sets keep their entries. Either way the kernel switches from the old rules to the new ones
-//! atomically: no packet sees a half-written table.
+//! the whole table is replaced (`add table` + `delete table` + the table). Afterwards only the
+//! difference is sent, as kube-proxy's nftables mode does: new sets and chains are added,
+//! chains whose rules changed are flushed and refilled, chains and sets that disappeared are
+//! flushed and deleted — an endpoint change touches three chains, not ten thousand, and
+//! affinity sets keep their entries. Either way the kernel switches from the old rules to the
+//! new ones atomically: no packet sees a half-written table.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::SocketAddrV4;
 
@@ -56,7 +58,16 @@ fn affinity_set(id: &str, ep: &SocketAddrV4, timeout: u32) -> String {
     format!("aff-{}-{timeout}", hash(&format!("{id}/{ep}")))
 }
 
-/// A rendered rule set: the table body plus the names of its chains and sets.
+/// One chain: its head (hook declaration or comment) and rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chain {
+    /// `type … hook …;` of a base chain, or `comment "…"`.
+    pub head: Option<String>,
+    /// The rules, in order.
+    pub rules: Vec<String>,
+}
+
+/// A rendered rule set: the table body plus its chains and sets by name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ruleset {
     /// The table name.
@@ -64,33 +75,82 @@ pub struct Ruleset {
     /// `table ip <name> { … }`.
     pub body: String,
     /// Every chain in the body.
-    pub chains: BTreeSet<String>,
-    /// Every set in the body.
-    pub sets: BTreeSet<String>,
+    pub chains: BTreeMap<String, Chain>,
+    /// Every set in the body, with its declaration (`type …; flags …; timeout …;`).
+    pub sets: BTreeMap<String, String>,
 }
 
 impl Ruleset {
-    /// The `nft -f` script that installs this rule set in one transaction, replacing the whole
-    /// table when `previous` is unknown, else rebuilding it in place (affinity sets survive).
+    /// The `nft -f` script that installs this rule set in one transaction: the whole table when
+    /// `previous` (what the kernel has) is unknown, else only the difference.
     pub fn script(&self, previous: Option<&Ruleset>) -> String {
         let t = &self.table;
         let mut s = String::new();
         let _ = writeln!(s, "add table ip {t}");
-        match previous {
-            None => {
-                let _ = writeln!(s, "delete table ip {t}");
+        let Some(prev) = previous else {
+            let _ = writeln!(s, "delete table ip {t}");
+            s.push_str(&self.body);
+            return s;
+        };
+        for (name, decl) in &self.sets {
+            if !prev.sets.contains_key(name) {
+                let _ = writeln!(s, "add set ip {t} {name} {{ {decl} }}");
             }
-            Some(prev) => {
-                let _ = writeln!(s, "flush table ip {t}");
-                for c in prev.chains.difference(&self.chains) {
-                    let _ = writeln!(s, "delete chain ip {t} {c}");
-                }
-                for set in prev.sets.difference(&self.sets) {
-                    let _ = writeln!(s, "delete set ip {t} {set}");
+        }
+        for (name, chain) in &self.chains {
+            if !prev.chains.contains_key(name) {
+                match &chain.head {
+                    Some(h) if h.ends_with(';') => {
+                        let _ = writeln!(s, "add chain ip {t} {name} {{ {h} }}");
+                    }
+                    Some(h) => {
+                        let _ = writeln!(s, "add chain ip {t} {name} {{ {h}; }}");
+                    }
+                    None => {
+                        let _ = writeln!(s, "add chain ip {t} {name}");
+                    }
                 }
             }
         }
+        for (name, chain) in &self.chains {
+            match prev.chains.get(name) {
+                Some(old) if old.rules == chain.rules => continue,
+                Some(_) => {
+                    let _ = writeln!(s, "flush chain ip {t} {name}");
+                }
+                None => {}
+            }
+            for r in &chain.rules {
+                let _ = writeln!(s, "add rule ip {t} {name} {r}");
+            }
+        }
+        let gone: Vec<&String> = prev.chains.keys().filter(|c| !self.chains.contains_key(*c)).collect();
+        for c in &gone {
+            let _ = writeln!(s, "flush chain ip {t} {c}");
+        }
+        for c in &gone {
+            let _ = writeln!(s, "delete chain ip {t} {c}");
+        }
+        for set in prev.sets.keys().filter(|n| !self.sets.contains_key(*n)) {
+            let _ = writeln!(s, "delete set ip {t} {set}");
+        }
+        s
+    }
+}
+
+impl Ruleset {
+    /// A periodic repair: every chain flushed and rewritten from the whole body (sets are
+    /// re-declared, which keeps their entries), then what `previous` had and this lacks deleted.
+    pub fn resync_script(&self, previous: &Ruleset) -> String {
+        let t = &self.table;
+        let mut s = format!("add table ip {t}\nflush table ip {t}\n");
         s.push_str(&self.body);
+        for c in previous.chains.keys().filter(|c| !self.chains.contains_key(*c)) {
+            let _ = writeln!(s, "delete chain ip {t} {c}");
+        }
+        for set in previous.sets.keys().filter(|n| !self.sets.contains_key(*n)) {
+            let _ = writeln!(s, "delete set ip {t} {set}");
+        }
         s
     }
 }
@@ -104,11 +164,11 @@ pub fn cleanup_script(table: &str) -> String {
 /// Render the rule set for these service ports.
 pub fn render(config: &ProxyConfig, ports: &[ServicePort]) -> Ruleset {
     let mark = format!("0x{MASQUERADE_MARK:08x}");
-    let mut chains = BTreeSet::new();
-    let mut sets = BTreeSet::new();
+    let mut chains = BTreeMap::new();
+    let mut sets = BTreeMap::new();
     let mut b = String::new();
     let mut chain = |b: &mut String, name: &str, head: Option<&str>, rules: &[String]| {
-        chains.insert(name.to_string());
+        chains.insert(name.to_string(), Chain { head: head.map(str::to_string), rules: rules.to_vec() });
         let _ = writeln!(b, "\tchain {name} {{");
         if let Some(h) = head {
             let _ = writeln!(b, "\t\t{h}");
@@ -131,7 +191,7 @@ pub fn render(config: &ProxyConfig, ports: &[ServicePort]) -> Ruleset {
             let _ = writeln!(b, "\t\tflags dynamic,timeout");
             let _ = writeln!(b, "\t\ttimeout {t}s");
             let _ = writeln!(b, "\t}}");
-            sets.insert(name);
+            sets.insert(name, format!("type ipv4_addr; flags dynamic,timeout; timeout {t}s;"));
         }
     }
 
@@ -413,7 +473,7 @@ mod tests {
         let rs = render(&config(), &ports());
         assert_eq!(rs.body, golden(), "rendered:\n{}", rs.body);
         assert_eq!(rs.sets.len(), 2);
-        assert!(rs.chains.contains("services") && rs.chains.contains(&external_chain("default/web:http")));
+        assert!(rs.chains.contains_key("services") && rs.chains.contains_key(&external_chain("default/web:http")));
     }
 
     #[test]
@@ -430,18 +490,46 @@ mod tests {
         let first = render(&config(), &ports());
         let full = first.script(None);
         assert!(full.starts_with("add table ip ferry-test\ndelete table ip ferry-test\ntable ip ferry-test {"));
-        let mut fewer = ports();
-        fewer[2].endpoints.pop();
-        let second = render(&config(), &fewer);
-        let inc = second.script(Some(&first));
-        let gone_chain = endpoint_chain("default/web:http", &"10.200.1.6:8080".parse().expect("ep"));
-        let gone_set = affinity_set("default/web:http", &"10.200.1.6:8080".parse().expect("ep"), 60);
-        let expected_head = format!(
-            "add table ip ferry-test\nflush table ip ferry-test\ndelete chain ip ferry-test {gone_chain}\ndelete set ip ferry-test {gone_set}\n"
+        assert_eq!(first.script(Some(&first)), "add table ip ferry-test\n", "no change, nothing sent");
+        // web loses 10.200.1.6 and gains 10.200.1.7: only its service chain changes.
+        let mut next = ports();
+        next[2].endpoints = vec!["10.200.1.5:8080".parse().expect("ep"), "10.200.1.7:8080".parse().expect("ep")];
+        let second = render(&config(), &next);
+        let id = "default/web:http";
+        let (gone, new): (SocketAddrV4, SocketAddrV4) =
+            ("10.200.1.6:8080".parse().expect("ep"), "10.200.1.7:8080".parse().expect("ep"));
+        let (t, svc) = ("ferry-test", service_chain(id));
+        let (old_ep, new_ep) = (endpoint_chain(id, &gone), endpoint_chain(id, &new));
+        let (old_aff, new_aff) = (affinity_set(id, &gone, 60), affinity_set(id, &new, 60));
+        let keep_aff = affinity_set(id, &"10.200.1.5:8080".parse().expect("ep"), 60);
+        let keep_ep = endpoint_chain(id, &"10.200.1.5:8080".parse().expect("ep"));
+        // Chains are visited by name; which of the two endpoint chains sorts first varies.
+        let mut svc_rules = vec![
+            format!("add rule ip {t} {svc} ip saddr != {{ 10.200.0.0/16 }} jump mark-for-masquerade"),
+            format!("add rule ip {t} {svc} ip saddr @{keep_aff} goto {keep_ep}"),
+            format!("add rule ip {t} {svc} ip saddr @{new_aff} goto {new_ep}"),
+            format!("add rule ip {t} {svc} numgen random mod 2 vmap {{ 0 : goto {keep_ep}, 1 : goto {new_ep} }}"),
+        ]
+        .join("\n");
+        svc_rules = format!("flush chain ip {t} {svc}\n{svc_rules}\n");
+        let new_rules = [
+            format!("add rule ip {t} {new_ep} ip saddr 10.200.1.7 jump mark-for-masquerade"),
+            format!("add rule ip {t} {new_ep} update @{new_aff} {{ ip saddr }}"),
+            format!("add rule ip {t} {new_ep} meta l4proto tcp dnat to 10.200.1.7:8080"),
+        ]
+        .join("\n");
+        let new_rules = format!("{new_rules}\n");
+        let (first_part, second_part) =
+            if new_ep < svc { (new_rules.clone(), svc_rules.clone()) } else { (svc_rules.clone(), new_rules.clone()) };
+        let expected = format!(
+            "add table ip {t}\nadd set ip {t} {new_aff} {{ type ipv4_addr; flags dynamic,timeout; timeout 60s; }}\n\
+             add chain ip {t} {new_ep} {{ comment \"{id} -> {new}\"; }}\n{first_part}{second_part}\
+             flush chain ip {t} {old_ep}\ndelete chain ip {t} {old_ep}\ndelete set ip {t} {old_aff}\n"
         );
-        assert!(inc.starts_with(&expected_head), "{inc}");
-        assert!(inc.contains("goto ep-"), "single endpoint: plain goto");
-        assert!(!second.body.contains("numgen random mod 1"));
+        assert_eq!(second.script(Some(&first)), expected);
+        let mut single = ports();
+        single[2].endpoints.pop();
+        assert!(!render(&config(), &single).body.contains("numgen random mod 1"), "one endpoint: plain goto");
     }
 
     #[test]
