@@ -49,8 +49,14 @@ pub struct Context {
 /// labels changed must leave the Endpoints of the Service it no longer matches).
 pub struct PodMapper {
     services: Store<Service>,
-    listed_in: Box<dyn Fn(&Pod) -> Vec<ObjectRef<Service>> + Send + Sync>,
+    listed_in: ListedIn,
 }
+
+/// Names the Services whose current endpoints reference a pod.
+type ListedIn = Box<dyn Fn(&Pod) -> Vec<ObjectRef<Service>> + Send + Sync>;
+
+/// Port set → (ports, ready addresses, not-ready addresses).
+type Groups = BTreeMap<Vec<(String, i32, String)>, (Vec<EndpointPort>, Vec<EndpointAddress>, Vec<EndpointAddress>)>;
 
 impl PodMapper {
     /// A mapper over the Service store; `listed_in` names the Services whose current
@@ -222,10 +228,7 @@ pub fn desired_subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> 
     let tolerate = publish_not_ready(svc);
     let svc_ports = svc.spec.as_ref().and_then(|s| s.ports.clone()).unwrap_or_default();
     // Port set → (ready, not ready) addresses.
-    let mut groups: BTreeMap<
-        Vec<(String, i32, String)>,
-        (Vec<EndpointPort>, Vec<EndpointAddress>, Vec<EndpointAddress>),
-    > = BTreeMap::new();
+    let mut groups = Groups::new();
     for pod in pods {
         if !pod_in_endpoints(pod, tolerate) {
             continue;

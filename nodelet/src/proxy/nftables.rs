@@ -504,14 +504,14 @@ mod tests {
         let keep_aff = affinity_set(id, &"10.200.1.5:8080".parse().expect("ep"), 60);
         let keep_ep = endpoint_chain(id, &"10.200.1.5:8080".parse().expect("ep"));
         // Chains are visited by name; which of the two endpoint chains sorts first varies.
-        let mut svc_rules = vec![
+        let svc_rules = [
             format!("add rule ip {t} {svc} ip saddr != {{ 10.200.0.0/16 }} jump mark-for-masquerade"),
             format!("add rule ip {t} {svc} ip saddr @{keep_aff} goto {keep_ep}"),
             format!("add rule ip {t} {svc} ip saddr @{new_aff} goto {new_ep}"),
             format!("add rule ip {t} {svc} numgen random mod 2 vmap {{ 0 : goto {keep_ep}, 1 : goto {new_ep} }}"),
         ]
         .join("\n");
-        svc_rules = format!("flush chain ip {t} {svc}\n{svc_rules}\n");
+        let svc_rules = format!("flush chain ip {t} {svc}\n{svc_rules}\n");
         let new_rules = [
             format!("add rule ip {t} {new_ep} ip saddr 10.200.1.7 jump mark-for-masquerade"),
             format!("add rule ip {t} {new_ep} update @{new_aff} {{ ip saddr }}"),
