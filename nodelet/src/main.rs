@@ -80,9 +80,9 @@ struct Args {
     /// The cluster domain in pods' DNS search path.
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
-    /// Service proxy: program nftables, or none (default: nftables with the containerd runtime).
-    #[arg(long, value_enum)]
-    proxy_mode: Option<ProxyMode>,
+    /// Service proxy: program nftables (needs the containerd runtime), or none.
+    #[arg(long, value_enum, default_value_t = ProxyMode::None)]
+    proxy_mode: ProxyMode,
     /// The nftables table the service proxy owns.
     #[arg(long, global = true, default_value = "ferry")]
     proxy_table: String,
@@ -192,7 +192,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 start_delay: Duration::from_millis(args.simulated_start_delay_ms),
                 ..SimulatedConfig::default()
             };
-            if args.proxy_mode == Some(ProxyMode::Nftables) {
+            if args.proxy_mode == ProxyMode::Nftables {
                 bail!("--proxy-mode nftables needs --runtime containerd");
             }
             Nodelet::simulated(client, config, machine.ip, sim)
@@ -223,7 +223,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 });
             }
             let nodelet = Nodelet::new(client, config, machine, Arc::new(runtime));
-            if args.proxy_mode.unwrap_or(ProxyMode::Nftables) == ProxyMode::Nftables {
+            if args.proxy_mode == ProxyMode::Nftables {
                 let mut pc = ProxyConfig::new(args.proxy_table.clone());
                 pc.cluster_cidrs = if args.cluster_cidr.is_empty() { vec![pod_net] } else { args.cluster_cidr.clone() };
                 pc.nodeport_addresses = args.nodeport_addresses.clone();

@@ -195,7 +195,7 @@ async fn services_balance_follow_readiness_and_survive_restarts() -> Result<()> 
             std::process::Command::new(env!("CARGO_BIN_EXE_ferry-nodelet"))
                 .args(["--runtime", "containerd", "--node-name", "svc-node", "--node-ip", "127.0.0.1"])
                 .args(["--pod-cidr", &subnet, "--cni-bridge", &bridge.0])
-                .args(["--cluster-dns", &dns_ip, "--proxy-table", &table.0])
+                .args(["--cluster-dns", &dns_ip, "--proxy-mode", "nftables", "--proxy-table", &table.0])
                 .args(["--nodeport-addresses", &format!("{bridge_ip}/32")])
                 .arg("--containerd-address")
                 .arg(&daemon.socket)
