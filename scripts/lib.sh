@@ -29,6 +29,8 @@ ensure_packages() {
   [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
   command -v docker-registry >/dev/null || missing+=(docker-registry)
   command -v iptables >/dev/null || missing+=(iptables)
+  # The nodelet's service proxy programs the kernel with nft.
+  command -v nft >/dev/null || missing+=(nftables)
   [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || missing+=(busybox-static)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}"

@@ -12,12 +12,16 @@
 //! * [`serviceaccount`] — a `default` ServiceAccount per namespace;
 //! * [`nodes`] — node lifecycle (heartbeats → Ready=Unknown, not-ready/unreachable/unschedulable
 //!   taints), taint-based eviction with per-zone brakes, pod garbage collection, node IPAM.
+//! * [`endpoints`] and [`endpointslice`] — Endpoints and discovery.k8s.io/v1 EndpointSlices
+//!   listing the pods each Service selects.
 //!
 //! [`metrics`] serves `/metrics` (reconciles, latency, queue depth, leader status) and `/healthz`.
 //! [`events`] records core/v1 Events; [`expectations`] keeps the ReplicaSet controller from
 //! acting twice on a stale cache. No controller writes when desired equals stored state.
 
 pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod events;
 pub mod expectations;
 pub mod gc;
@@ -31,7 +35,8 @@ pub mod serviceaccount;
 pub mod util;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use tokio_util::sync::CancellationToken;
 
@@ -91,6 +96,14 @@ pub async fn controllers_with(client: kube::Client, config: &Config, shutdown: C
     let deployments = informer::Informer::<Deployment>::new();
     let namespaces = informer::Informer::<Namespace>::new();
     let accounts = informer::Informer::<ServiceAccount>::new();
+    let services = informer::Informer::<Service>::new();
+    let endpoints = informer::Informer::<Endpoints>::new();
+    let slices = informer::Informer::<EndpointSlice>::new();
+    let service_watches = futures::future::join3(
+        services.run(Api::all(client.clone())),
+        endpoints.run(Api::all(client.clone())),
+        slices.run(Api::all(client.clone())),
+    );
     let watches = futures::future::join5(
         pods.run(Api::all(client.clone())),
         replica_sets.run(Api::all(client.clone())),
@@ -109,6 +122,12 @@ pub async fn controllers_with(client: kube::Client, config: &Config, shutdown: C
             accounts.store().wait_until_ready(),
         )
         .await;
+        let _ = futures::future::join3(
+            services.store().wait_until_ready(),
+            endpoints.store().wait_until_ready(),
+            slices.store().wait_until_ready(),
+        )
+        .await;
         tracing::info!("caches synced; controllers starting");
         let gc = async {
             loop {
@@ -120,16 +139,25 @@ pub async fn controllers_with(client: kube::Client, config: &Config, shutdown: C
             }
         };
         let nodes = nodes::run(client.clone(), &pods, config.nodes.clone());
-        futures::future::join4(
-            replicaset::run(client.clone(), &replica_sets, &pods, concurrency, stop()),
-            deployment::run(client.clone(), &deployments, &replica_sets, &pods, concurrency, stop()),
-            namespace::run(client.clone(), &namespaces, stop()),
-            futures::future::join3(serviceaccount::run(client.clone(), &namespaces, &accounts, stop()), gc, nodes),
+        let service_controllers = futures::future::join(
+            endpoints::run(client.clone(), &services, &pods, &endpoints, concurrency, stop()),
+            endpointslice::run(client.clone(), &services, &pods, &slices, concurrency, stop()),
+        );
+        futures::future::join3(
+            futures::future::join5(
+                replicaset::run(client.clone(), &replica_sets, &pods, concurrency, stop()),
+                deployment::run(client.clone(), &deployments, &replica_sets, &pods, concurrency, stop()),
+                namespace::run(client.clone(), &namespaces, stop()),
+                serviceaccount::run(client.clone(), &namespaces, &accounts, stop()),
+                gc,
+            ),
+            service_controllers,
+            nodes,
         )
         .await;
     };
     tokio::select! {
-        _ = watches => {}
+        _ = futures::future::join(watches, service_watches) => {}
         _ = work => {}
         _ = shutdown.cancelled() => {}
     }

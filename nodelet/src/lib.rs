@@ -9,11 +9,14 @@
 //!   into pod status (phase, conditions, container statuses).
 //! * [`runtime::simulated`] is a runtime without containers; [`run_simulated_nodes`] hosts many
 //!   simulated nodes in one process (like kwok), for scheduler and controller tests.
+//! * [`proxy`] is the service proxy (ClusterIP/NodePort → endpoints with nftables), enabled
+//!   with [`Nodelet::with_proxy`].
 
 pub mod config;
 pub mod machine;
 pub mod node;
 pub mod pods;
+pub mod proxy;
 pub mod runtime;
 pub mod server;
 pub mod status;
@@ -53,6 +56,8 @@ pub struct Nodelet {
     pub resync_period: Duration,
     /// The HTTPS endpoint for logs and exec ([`server`]), if it serves one.
     server: Option<server::ServerConfig>,
+    /// The service proxy, if this nodelet runs one.
+    proxy: Option<proxy::Proxy>,
 }
 
 impl Nodelet {
@@ -66,6 +71,7 @@ impl Nodelet {
             observe_pressure: true,
             resync_period: Duration::from_secs(10),
             server: None,
+            proxy: None,
         }
     }
 
@@ -81,12 +87,19 @@ impl Nodelet {
             observe_pressure: false,
             resync_period: Duration::from_secs(10),
             server: None,
+            proxy: None,
         }
     }
 
     /// Serve logs and exec on an HTTPS endpoint (its port goes into the Node's status).
     pub fn with_server(mut self, server: server::ServerConfig) -> Self {
         self.server = Some(server);
+        self
+    }
+
+    /// Also run the service proxy.
+    pub fn with_proxy(mut self, proxy: proxy::Proxy) -> Self {
+        self.proxy = Some(proxy);
         self
     }
 
@@ -103,6 +116,15 @@ impl Nodelet {
     /// Register the node, then heartbeat and run pods until the task is dropped.
     /// Fails only if the first registration fails.
     pub async fn run(mut self) -> Result<(), NodeletError> {
+        let service_proxy = {
+            let (proxy, client) = (self.proxy.take(), self.client.clone());
+            async move {
+                match proxy {
+                    Some(p) => p.run(client).await,
+                    None => std::future::pending().await,
+                }
+            }
+        };
         let version = self.runtime.version().await?;
         let _server = match &self.server {
             Some(cfg) => {
@@ -142,7 +164,7 @@ impl Nodelet {
             },
         );
         let status = self.status_loop(registered.status.unwrap_or_default(), version);
-        tokio::join!(lease, pods, status);
+        tokio::join!(lease, pods, status, service_proxy);
         Ok(())
     }
 

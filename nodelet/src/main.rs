@@ -2,10 +2,12 @@
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
+use ferry_nodelet::proxy::{self, Proxy, ProxyConfig};
 use ferry_nodelet::runtime::cni::CniConfig;
 use ferry_nodelet::runtime::containerd::{self, Containerd};
 use ferry_nodelet::runtime::pods_containerd::{ContainerdConfig, ContainerdRuntime, BACKOFF_START};
 use ferry_nodelet::runtime::pull::RegistryConfig;
+use ferry_nodelet::runtime::resolv::ClusterDns;
 use ferry_nodelet::runtime::simulated::SimulatedConfig;
 use ferry_nodelet::{machine::Machine, Config, Nodelet};
 use std::net::IpAddr;
@@ -83,6 +85,27 @@ struct Args {
     /// A registry (or mirror) host[:port] spoken to over plain HTTP; repeatable.
     #[arg(long = "insecure-registry")]
     insecure_registries: Vec<String>,
+    /// The cluster DNS server(s) pods use (ClusterFirst), e.g. the kube-dns Service's ClusterIP.
+    #[arg(long, value_delimiter = ',')]
+    cluster_dns: Vec<std::net::Ipv4Addr>,
+    /// The cluster domain in pods' DNS search path.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Service proxy: program nftables (needs the containerd runtime), or none.
+    #[arg(long, value_enum, default_value_t = ProxyMode::None)]
+    proxy_mode: ProxyMode,
+    /// The nftables table the service proxy owns.
+    #[arg(long, global = true, default_value = "ferry")]
+    proxy_table: String,
+    /// Pod address ranges; service traffic from outside them is masqueraded (default: the pod CIDR).
+    #[arg(long, value_delimiter = ',')]
+    cluster_cidr: Vec<ipnet::Ipv4Net>,
+    /// Addresses NodePorts answer on (default: every local address but loopback).
+    #[arg(long, value_delimiter = ',')]
+    nodeport_addresses: Vec<ipnet::Ipv4Net>,
+    /// Masquerade all service traffic (for hosts without br_netfilter).
+    #[arg(long)]
+    masquerade_all: bool,
     /// Start delay of pods on the simulated runtime, in milliseconds.
     #[arg(long, default_value_t = 0)]
     simulated_start_delay_ms: u64,
@@ -107,6 +130,12 @@ struct Args {
     port: u16,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ProxyMode {
+    Nftables,
+    None,
+}
+
 #[derive(clap::Subcommand, Debug)]
 enum Cmd {
     /// Work with images in containerd.
@@ -126,6 +155,15 @@ enum Cmd {
         /// The log file.
         file: PathBuf,
     },
+    /// The service proxy.
+    #[command(subcommand)]
+    Proxy(ProxyCmd),
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum ProxyCmd {
+    /// Remove every rule the service proxy installed (its nftables table).
+    Cleanup,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -170,7 +208,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             return Ok(());
         }
         Some(Cmd::Teardown { grace_seconds }) => return teardown(&args, Duration::from_secs(*grace_seconds)).await,
-        Some(Cmd::LogDriver { .. }) | None => {}
+        Some(Cmd::LogDriver { .. } | Cmd::Proxy(_)) | None => {}
+    }
+    if let Some(Cmd::Proxy(ProxyCmd::Cleanup)) = &args.command {
+        proxy::cleanup(&proxy::Nft::default(), &args.proxy_table)
+            .await
+            .with_context(|| format!("removing nftables table ip {}", args.proxy_table))?;
+        println!("removed the service proxy's rules (table ip {})", args.proxy_table);
+        return Ok(());
     }
     let Some(kubeconfig) = args.kubeconfig.clone() else { bail!("--kubeconfig (or KUBECONFIG) is required") };
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -217,6 +262,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 start_delay: Duration::from_millis(args.simulated_start_delay_ms),
                 ..SimulatedConfig::default()
             };
+            if args.proxy_mode == ProxyMode::Nftables {
+                bail!("--proxy-mode nftables needs --runtime containerd");
+            }
             if let Some(count) = args.simulated_nodes {
                 return run_many_simulated(&client, &config, count, sim).await;
             }
@@ -233,19 +281,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .await
                 .context("finding the node's pod CIDR")?;
             config.pod_cidr = Some(pod_cidr.clone());
+            let pod_net: ipnet::Ipv4Net =
+                pod_cidr.parse().with_context(|| format!("pod CIDR {pod_cidr:?} is not an IPv4 CIDR"))?;
             let ctrd = Containerd::connect(&args.containerd_address, &args.containerd_namespace).await?;
             let rc = runtime_config(&args, pod_cidr, machine.ip);
-            Nodelet::new(
-                client.clone(),
-                config,
-                machine,
-                Arc::new(
-                    ContainerdRuntime::new(ctrd, rc)
-                        .with_client(client)
-                        .with_registries(registries)
-                        .with_log_driver(std::env::current_exe().context("locating the ferry-nodelet binary")?),
-                ),
-            )
+            let mut runtime = ContainerdRuntime::new(ctrd, rc)
+                .with_client(client.clone())
+                .with_registries(registries)
+                .with_log_driver(std::env::current_exe().context("locating the ferry-nodelet binary")?);
+            if !args.cluster_dns.is_empty() {
+                runtime = runtime.with_cluster_dns(ClusterDns {
+                    servers: args.cluster_dns.iter().map(ToString::to_string).collect(),
+                    domain: args.cluster_domain.clone(),
+                });
+            }
+            let nodelet = Nodelet::new(client, config, machine, Arc::new(runtime));
+            if args.proxy_mode == ProxyMode::Nftables {
+                let mut pc = ProxyConfig::new(args.proxy_table.clone());
+                pc.cluster_cidrs = if args.cluster_cidr.is_empty() { vec![pod_net] } else { args.cluster_cidr.clone() };
+                pc.nodeport_addresses = args.nodeport_addresses.clone();
+                pc.masquerade_all = args.masquerade_all;
+                nodelet.with_proxy(Proxy::new(pc, Arc::new(proxy::Nft::default())))
+            } else {
+                nodelet
+            }
         }
     };
     let nodelet = match server {

@@ -13,6 +13,7 @@ pub mod pods_containerd;
 pub mod probe;
 pub mod pull;
 pub mod security;
+pub mod resolv;
 pub mod simulated;
 
 use k8s_openapi::api::core::v1::Pod;

@@ -99,6 +99,7 @@ pub struct ContainerdRuntime {
     recorder: std::sync::OnceLock<kube::runtime::events::Recorder>,
     /// Image configs by manifest digest (read once, not at every container start).
     image_cache: Mutex<HashMap<String, Arc<ImageInfo>>>,
+    cluster_dns: Option<super::resolv::ClusterDns>,
 }
 
 struct ImageInfo {
@@ -141,6 +142,7 @@ impl ContainerdRuntime {
             pull_locks: PullLocks::default(),
             recorder: std::sync::OnceLock::new(),
             image_cache: Mutex::new(HashMap::new()),
+            cluster_dns: None,
         }
     }
 
@@ -191,6 +193,12 @@ impl ContainerdRuntime {
     /// Read ConfigMaps and Secrets (env `valueFrom`/`envFrom`, volumes) with this client.
     pub fn with_client(mut self, client: kube::Client) -> Self {
         self.client = Some(client);
+        self
+    }
+
+    /// Point pods at the cluster DNS (their resolv.conf, see [`super::resolv`]).
+    pub fn with_cluster_dns(mut self, dns: super::resolv::ClusterDns) -> Self {
+        self.cluster_dns = Some(dns);
         self
     }
 
@@ -573,11 +581,7 @@ impl ContainerdRuntime {
                 )
                 .map_err(io)?;
                 let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-                let resolv: String = host_resolv
-                    .lines()
-                    .filter(|l| l.starts_with("nameserver") || l.starts_with("search"))
-                    .map(|l| format!("{l}\n"))
-                    .collect();
+                let resolv = super::resolv::resolv_conf(pod, &host_resolv, self.cluster_dns.as_ref());
                 std::fs::write(dir.join("resolv.conf"), resolv).map_err(io)?;
                 std::fs::write(&ip_file, ips.join("\n")).map_err(io)?;
                 ips
