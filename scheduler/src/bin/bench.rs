@@ -1,0 +1,2 @@
+//! `ferry-bench-scheduler`: placeholder replaced below.
+fn main() {}
