@@ -81,13 +81,8 @@ impl PodInfo {
         let affinity = spec.and_then(|s| s.affinity.as_ref());
         let pa = affinity.and_then(|a| a.pod_affinity.as_ref());
         let paa = affinity.and_then(|a| a.pod_anti_affinity.as_ref());
-        let owner_uid = pod
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .find(|o| o.controller == Some(true))
-            .map(|o| o.uid.clone());
+        let owner_uid =
+            pod.metadata.owner_references.iter().flatten().find(|o| o.controller == Some(true)).map(|o| o.uid.clone());
         PodInfo {
             key: pod_key(pod),
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
@@ -229,9 +224,12 @@ impl Cache {
         if is_new {
             self.order.push(name);
         }
-        let before = (info.labels.clone(), info.taints.clone(), info.unschedulable, info.allocatable, info.allowed_pods);
+        let before =
+            (info.labels.clone(), info.taints.clone(), info.unschedulable, info.allocatable, info.allowed_pods);
         info.set_node(node);
-        is_new || before != (info.labels.clone(), info.taints.clone(), info.unschedulable, info.allocatable, info.allowed_pods)
+        is_new
+            || before
+                != (info.labels.clone(), info.taints.clone(), info.unschedulable, info.allocatable, info.allowed_pods)
     }
 
     /// Removes a node (its pods stay accounted until they are deleted).

@@ -254,7 +254,8 @@ mod tests {
         c.apply_node(&node("busy", json!({})));
         c.apply_node(&node("free", json!({})));
         c.apply_node(&node("soft", json!({"spec": {"taints": [{"key": "k", "effect": "PreferNoSchedule"}]}})));
-        let mut hog = pod("hog", json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "3"}}}]}}));
+        let mut hog =
+            pod("hog", json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "3"}}}]}}));
         hog.spec.as_mut().expect("spec").node_name = Some("busy".into());
         c.apply_pod(&hog);
         let p = pod("p", json!({}));

@@ -10,8 +10,7 @@
 //! * [`resources`]: pod requests and node allocatable as integers;
 //! * [`leader`]: Lease-based leader election; [`metrics`]: `/metrics` and `/healthz`.
 //!
-//! The binary `ferry-scheduler` (`main.rs`) wires these together; `ferry-bench-scheduler`
-//! measures them.
+//! The binary `ferry-scheduler` (`main.rs`) wires these together.
 
 pub mod cache;
 pub mod framework;

@@ -82,7 +82,11 @@ impl Metrics {
             "Time from a pod's first attempt until it was bound",
             e2e_latency.clone(),
         );
-        registry.register("scheduler_pending_pods", "Pending pods by queue (active, backoff, unschedulable)", pending.clone());
+        registry.register(
+            "scheduler_pending_pods",
+            "Pending pods by queue (active, backoff, unschedulable)",
+            pending.clone(),
+        );
         registry.register("scheduler_preemption_victims", "Pods evicted by preemption", preemption_victims.clone());
         registry.register("scheduler_preemption_attempts", "Preemption attempts", preemption_attempts.clone());
         Metrics {

@@ -174,8 +174,11 @@ mod tests {
         assert_eq!((got.node.as_str(), got.victims[0].key.as_str()), ("b", "default/b1"));
         // Only equal or higher priority pods: nothing to do.
         assert!(matches!(attempt(&c, &prio_pod("p", 2, "2")), Err(NoPreemption::NoVictims)));
-        let never = pod("p", json!({"spec": {"priority": 10, "preemptionPolicy": "Never", "containers": [
-            {"name": "c", "resources": {"requests": {"cpu": "2"}}}]}}));
+        let never = pod(
+            "p",
+            json!({"spec": {"priority": 10, "preemptionPolicy": "Never", "containers": [
+            {"name": "c", "resources": {"requests": {"cpu": "2"}}}]}}),
+        );
         assert!(matches!(attempt(&c, &never), Err(NoPreemption::PolicyNever)));
     }
 

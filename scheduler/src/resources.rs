@@ -135,10 +135,7 @@ pub fn pod_requests(spec: &PodSpec) -> PodRequests {
 pub fn node_allocatable(node: &Node) -> (Resources, i64) {
     let status = node.status.as_ref();
     let list = status.and_then(|s| s.allocatable.as_ref()).or_else(|| status.and_then(|s| s.capacity.as_ref()));
-    let pods = list
-        .and_then(|l| l.get("pods"))
-        .and_then(|q| parse_quantity(&q.0))
-        .map_or(0, |q| q.value());
+    let pods = list.and_then(|l| l.get("pods")).and_then(|q| parse_quantity(&q.0)).map_or(0, |q| q.value());
     (Resources::from_list(list), pods)
 }
 

@@ -255,7 +255,10 @@ impl Scheduler {
         for v in &p.victims {
             let (ns, name) = v.key.split_once('/').unwrap_or(("", &v.key));
             let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-            let dp = DeleteParams { preconditions: Some(kube::api::Preconditions { uid: Some(v.uid.clone()), resource_version: None }), ..DeleteParams::default() };
+            let dp = DeleteParams {
+                preconditions: Some(kube::api::Preconditions { uid: Some(v.uid.clone()), resource_version: None }),
+                ..DeleteParams::default()
+            };
             match api.delete(name, &dp).await {
                 Ok(_) => tracing::info!(victim = %v.key, preemptor = %preemptor.key, node = %p.node, "preempted"),
                 Err(e) => tracing::warn!(victim = %v.key, error = %e, "preemption delete failed"),
@@ -280,6 +283,7 @@ impl Scheduler {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // the shared handles a detached binding task needs
 async fn bind(
     client: kube::Client,
     cache: &Mutex<Cache>,

@@ -231,10 +231,7 @@ mod tests {
         let web = pod("web", json!({"metadata": {"labels": {"app": "web"}}}));
         assert_eq!(feasible(&c, &web), vec!["n0", "n2"]);
         let ctx = PodCtx::new(&web).expect("ctx");
-        assert_eq!(
-            filter(&prefilter(&ctx, &c), &ctx, c.node("n1").expect("n1")),
-            Err(Reason::ExistingAntiAffinity)
-        );
+        assert_eq!(filter(&prefilter(&ctx, &c), &ctx, c.node("n1").expect("n1")), Err(Reason::ExistingAntiAffinity));
     }
 
     #[test]

@@ -22,11 +22,8 @@ pub fn unschedulable(pod: &PodCtx<'_>, node: &NodeInfo) -> Result<(), Reason> {
     if !node.unschedulable {
         return Ok(());
     }
-    let taint = Taint {
-        key: "node.kubernetes.io/unschedulable".into(),
-        effect: "NoSchedule".into(),
-        ..Taint::default()
-    };
+    let taint =
+        Taint { key: "node.kubernetes.io/unschedulable".into(), effect: "NoSchedule".into(), ..Taint::default() };
     if pod.tolerations.iter().any(|t| tolerates(t, &taint)) {
         Ok(())
     } else {
@@ -61,9 +58,10 @@ pub fn fits(req: &crate::resources::Resources, node: &NodeInfo, out: &mut Vec<Re
 /// with every IP.
 pub fn node_ports(pod: &PodCtx<'_>, node: &NodeInfo) -> Result<(), Reason> {
     for (proto, ip, port) in &pod.info.host_ports {
-        let clash = node.used_ports.iter().any(|(p2, ip2, port2)| {
-            port == port2 && proto == p2 && (ip == ip2 || ip == "0.0.0.0" || ip2 == "0.0.0.0")
-        });
+        let clash = node
+            .used_ports
+            .iter()
+            .any(|(p2, ip2, port2)| port == port2 && proto == p2 && (ip == ip2 || ip == "0.0.0.0" || ip2 == "0.0.0.0"));
         if clash {
             return Err(Reason::NodePorts);
         }
@@ -142,10 +140,7 @@ pub fn node_affinity_score(pod: &PodCtx<'_>, node: &NodeInfo) -> i64 {
         .and_then(|a| a.node_affinity.as_ref())
         .and_then(|na| na.preferred_during_scheduling_ignored_during_execution.as_ref());
     preferred.map_or(0, |p| {
-        p.iter()
-            .filter(|t| term_matches(&t.preference, &node.name, &node.labels))
-            .map(|t| i64::from(t.weight))
-            .sum()
+        p.iter().filter(|t| term_matches(&t.preference, &node.name, &node.labels)).map(|t| i64::from(t.weight)).sum()
     })
 }
 
@@ -162,7 +157,9 @@ pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
     }
     match t.operator.as_deref().unwrap_or("Equal") {
         "Exists" => true,
-        "Equal" | "" => !key.is_empty() && t.value.as_deref().unwrap_or_default() == taint.value.as_deref().unwrap_or_default(),
+        "Equal" | "" => {
+            !key.is_empty() && t.value.as_deref().unwrap_or_default() == taint.value.as_deref().unwrap_or_default()
+        }
         _ => false,
     }
 }
@@ -260,7 +257,10 @@ mod tests {
 
     #[test]
     fn resources_fit_reports_every_shortage_and_pod_count() {
-        let existing = pod("e", json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "3", "memory": "1Gi"}}}]}}));
+        let existing = pod(
+            "e",
+            json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "3", "memory": "1Gi"}}}]}}),
+        );
         let n = node_with(node("n1", json!({"status": {"allocatable": {"pods": "1"}}})), &[existing]);
         let p = pod(
             "p",
@@ -270,7 +270,10 @@ mod tests {
         resources_fit(&PodCtx::new(&p).expect("ctx"), &n, &mut out);
         assert_eq!(out, vec![Reason::TooManyPods, Reason::Insufficient("cpu"), Reason::Insufficient("memory")]);
         let small = pod("p", json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]}}));
-        let n = node_with(node("n1", json!({})), &[pod("e", json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "3"}}}]}}))]);
+        let n = node_with(
+            node("n1", json!({})),
+            &[pod("e", json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "3"}}}]}}))],
+        );
         let mut out = Vec::new();
         resources_fit(&PodCtx::new(&small).expect("ctx"), &n, &mut out);
         assert!(out.is_empty());
@@ -279,7 +282,10 @@ mod tests {
     #[test]
     fn host_ports_collide_by_protocol_ip_and_port() {
         let with_port = |name: &str, port: i32, ip: &str, proto: &str| {
-            pod(name, json!({"spec": {"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": port, "hostIP": ip, "protocol": proto}]}]}}))
+            pod(
+                name,
+                json!({"spec": {"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": port, "hostIP": ip, "protocol": proto}]}]}}),
+            )
         };
         let n = node_with(node("n1", json!({})), &[with_port("e", 8080, "10.0.0.1", "TCP")]);
         let check = |p: &k8s_openapi::api::core::v1::Pod| node_ports(&PodCtx::new(p).expect("ctx"), &n);
@@ -349,10 +355,7 @@ mod tests {
         ]}}));
         let p = pod("p", json!({}));
         let ctx = PodCtx::new(&p).expect("ctx");
-        assert_eq!(
-            taint_toleration(&ctx, &n),
-            Err(Reason::Taint { key: "dedicated".into(), value: "gpu".into() })
-        );
+        assert_eq!(taint_toleration(&ctx, &n), Err(Reason::Taint { key: "dedicated".into(), value: "gpu".into() }));
         assert_eq!(intolerable_prefer_no_schedule(&ctx, &n), 1);
         assert_eq!(
             Reason::Taint { key: "dedicated".into(), value: "gpu".into() }.to_string(),
@@ -366,7 +369,10 @@ mod tests {
         let ctx = PodCtx::new(&p).expect("ctx");
         assert_eq!(taint_toleration(&ctx, &n), Ok(()));
         assert_eq!(intolerable_prefer_no_schedule(&ctx, &n), 0);
-        let p = pod("p", json!({"spec": {"tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoExecute"}]}}));
+        let p = pod(
+            "p",
+            json!({"spec": {"tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoExecute"}]}}),
+        );
         assert!(taint_toleration(&PodCtx::new(&p).expect("ctx"), &n).is_err());
         let exec = info(json!({"spec": {"taints": [{"key": "k", "effect": "NoExecute"}]}}));
         let p = pod("p", json!({}));
@@ -376,7 +382,10 @@ mod tests {
     #[test]
     fn least_allocated_prefers_emptier_nodes_and_balanced_prefers_even_use() {
         let big = |cpu: &str, mem: &str| {
-            pod("e", json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu, "memory": mem}}}]}}))
+            pod(
+                "e",
+                json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu, "memory": mem}}}]}}),
+            )
         };
         let empty = node_with(node("a", json!({})), &[]);
         let busy = node_with(node("b", json!({})), &[big("3", "6Gi")]);

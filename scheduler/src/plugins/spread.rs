@@ -56,7 +56,8 @@ fn eligible(pod: &PodCtx<'_>, c: &TopologySpreadConstraint, node: &NodeInfo) -> 
     }
     if c.node_taints_policy.as_deref() == Some("Honor") {
         let untolerated = node.taints.iter().any(|t| {
-            matches!(t.effect.as_str(), "NoSchedule" | "NoExecute") && !pod.tolerations.iter().any(|tol| tolerates(tol, t))
+            matches!(t.effect.as_str(), "NoSchedule" | "NoExecute")
+                && !pod.tolerations.iter().any(|tol| tolerates(tol, t))
         });
         if untolerated {
             return false;
@@ -82,7 +83,10 @@ pub fn prepare(pod: &PodCtx<'_>, cache: &Cache, when: &str) -> State {
                 .pods
                 .iter()
                 .filter(|p| {
-                    !p.terminating && p.key != pod.info.key && p.namespace == pod.info.namespace && selector.matches(&p.labels)
+                    !p.terminating
+                        && p.key != pod.info.key
+                        && p.namespace == pod.info.namespace
+                        && selector.matches(&p.labels)
                 })
                 .count() as i64;
             *counts.entry(v.clone()).or_default() += n;
@@ -242,8 +246,11 @@ mod tests {
     #[test]
     fn default_spreading_counts_controller_pods_by_node_and_zone() {
         let owned = |name: &str| {
-            pod(name, json!({"metadata": {"ownerReferences": [
-                {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "rs-1", "controller": true}]}}))
+            pod(
+                name,
+                json!({"metadata": {"ownerReferences": [
+                {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "rs-1", "controller": true}]}}),
+            )
         };
         let c = cluster(&[("n0", owned("a")), ("n1", owned("b")), ("n1", owned("c"))]);
         let p = owned("new");

@@ -1,2 +1,0 @@
-//! `ferry-bench-scheduler`: placeholder replaced below.
-fn main() {}
