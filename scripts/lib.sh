@@ -21,12 +21,20 @@ ensure_packages() {
   command -v curl >/dev/null || missing+=(curl ca-certificates)
   command -v python3 >/dev/null || missing+=(python3)
   python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+  # The nodelet's runtime: containerd + runc, the standard CNI plugins, iptables (portmap),
+  # and busybox-static, from which tests build their container image (no internet needed).
+  command -v containerd >/dev/null || missing+=(containerd)
+  command -v runc >/dev/null || missing+=(runc)
+  [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+  command -v iptables >/dev/null || missing+=(iptables)
+  [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || missing+=(busybox-static)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
-  # etcd-server's package may start a system etcd; Ferry runs its own, so leave it alone.
+  # etcd-server's package may start a system etcd, and containerd's a system containerd;
+  # Ferry's tests and `ferry up` run their own, so leave those alone.
 }
 
 # A Rust toolchain recent enough for kube-rs (1.89+).

@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::{
     Lifecycle, Namespace, NamespaceSpec, NamespaceStatus, Node, Pod, PodSecurityContext, PodSpec, PodTemplateSpec,
     Probe, Secret, Service, ServiceAccount, SessionAffinityConfig, Toleration, Volume,
 };
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event as EventV1;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
@@ -383,6 +384,16 @@ pub fn deployment(d: &mut Deployment) {
     spec.revision_history_limit.get_or_insert(10);
     spec.progress_deadline_seconds.get_or_insert(600);
     pod_template(&mut spec.template);
+}
+
+/// EndpointSlice defaults: port protocol TCP and name "" (`SetDefaults_EndpointPort`).
+pub fn endpoint_slice(e: &mut EndpointSlice) {
+    for p in e.ports.iter_mut().flatten() {
+        set_str(&mut p.protocol, "TCP");
+        if p.name.is_none() {
+            p.name = Some(String::new());
+        }
+    }
 }
 
 /// Lease defaults: none.

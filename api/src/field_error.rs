@@ -19,6 +19,8 @@ pub enum CauseType {
     TooLong,
     /// A list has more items than allowed.
     TooMany,
+    /// The server could not process the field (e.g. an allocation range is full).
+    Internal,
 }
 
 impl CauseType {
@@ -32,6 +34,7 @@ impl CauseType {
             CauseType::Forbidden => "FieldValueForbidden",
             CauseType::TooLong => "FieldValueTooLong",
             CauseType::TooMany => "FieldValueTooMany",
+            CauseType::Internal => "InternalError",
         }
     }
 }
@@ -92,6 +95,21 @@ impl FieldError {
         Self { cause: CauseType::Forbidden, field: field.into(), value: None, detail: detail.into() }
     }
 
+    /// The server could not process the field: `spec.clusterIPs: Internal error: … range is full`.
+    pub fn internal(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self { cause: CauseType::Internal, field: field.into(), value: None, detail: detail.into() }
+    }
+
+    /// A list has more items than allowed: `Too many: 1001: must have at most 1000 items`.
+    pub fn too_many(field: impl Into<String>, actual: usize, max: usize) -> Self {
+        Self {
+            cause: CauseType::TooMany,
+            field: field.into(),
+            value: Some(actual.to_string()),
+            detail: format!("must have at most {max} items"),
+        }
+    }
+
     /// A value is too long.
     pub fn too_long(field: impl Into<String>, max: usize) -> Self {
         Self {
@@ -112,6 +130,7 @@ impl FieldError {
             CauseType::Forbidden => "Forbidden",
             CauseType::TooLong => "Too long",
             CauseType::TooMany => "Too many",
+            CauseType::Internal => "Internal error",
         };
         let mut out = head.to_string();
         if let Some(v) = &self.value {

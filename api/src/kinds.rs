@@ -9,6 +9,7 @@ use crate::{defaults, validation, FieldError};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event as EventV1;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -87,6 +88,7 @@ rules!(ServiceAccount, service_account);
 rules!(ReplicaSet, replica_set);
 rules!(Deployment, deployment);
 rules!(Lease, lease);
+rules!(EndpointSlice, endpoint_slice);
 rules!(EventV1, events_v1_event);
 
 /// [`KindOps`] for a kind whose served form is its storage form.
@@ -262,6 +264,8 @@ pub static REPLICA_SET: Typed<ReplicaSet> = Typed::new();
 pub static DEPLOYMENT: Typed<Deployment> = Typed::new();
 /// Lease.
 pub static LEASE: Typed<Lease> = Typed::new();
+/// EndpointSlice.
+pub static ENDPOINT_SLICE: Typed<EndpointSlice> = Typed::new();
 /// events.k8s.io/v1 Event.
 pub static EVENTS_V1_EVENT: EventsV1 = EventsV1;
 

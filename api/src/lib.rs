@@ -9,7 +9,9 @@
 pub mod defaults;
 mod field_error;
 pub mod kinds;
+pub mod managed;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod selector;
 pub mod strategic;

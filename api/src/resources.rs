@@ -459,6 +459,24 @@ resource!(LEASES {
     ops: &kinds::LEASE,
     returns_deleted_object: false,
 });
+resource!(ENDPOINT_SLICES {
+    group: "discovery.k8s.io",
+    version: "v1",
+    kind: "EndpointSlice",
+    plural: "endpointslices",
+    singular: "endpointslice",
+    namespaced: true,
+    short_names: &[],
+    categories: &[],
+    subresources: &[],
+    storage_group: "discovery.k8s.io",
+    storage_plural: "endpointslices",
+    generation: GenerationPolicy::None,
+    status: StatusPolicy::Inline,
+    fields: &[],
+    ops: &kinds::ENDPOINT_SLICE,
+    returns_deleted_object: false,
+});
 resource!(EVENTS_V1 {
     group: "events.k8s.io",
     version: "v1",
@@ -495,6 +513,7 @@ impl ResourceTable {
                 &REPLICASETS,
                 &DEPLOYMENTS,
                 &LEASES,
+                &ENDPOINT_SLICES,
                 &EVENTS_V1,
             ],
         }

@@ -45,6 +45,13 @@ pub fn cells(group: &str, plural: &str, obj: &Value, now: DateTime<Utc>) -> Vec<
         Printer::Event { v1 } => event_cells(obj, v1, now),
         Printer::Endpoints => vec![name(obj), format_endpoints(obj).into(), age(obj, now)],
         Printer::Lease => vec![name(obj), text(obj, &["spec", "holderIdentity"]), age(obj, now)],
+        Printer::EndpointSlice => vec![
+            name(obj),
+            text(obj, &["addressType"]),
+            format_slice_ports(obj).into(),
+            format_slice_endpoints(obj).into(),
+            age(obj, now),
+        ],
         Printer::ServiceAccount => vec![name(obj), len(&obj["secrets"]).into(), age(obj, now)],
         Printer::Default => default_cells(obj),
     }
@@ -168,6 +175,7 @@ enum Printer {
         v1: bool,
     },
     Endpoints,
+    EndpointSlice,
     Lease,
     ServiceAccount,
     Default,
@@ -187,6 +195,7 @@ fn printer(group: &str, plural: &str) -> Printer {
         ("events.k8s.io", "events") => Printer::Event { v1: true },
         ("" | "core", "endpoints") => Printer::Endpoints,
         ("coordination.k8s.io", "leases") => Printer::Lease,
+        ("discovery.k8s.io", "endpointslices") => Printer::EndpointSlice,
         ("" | "core", "serviceaccounts") => Printer::ServiceAccount,
         _ => Printer::Default,
     }
@@ -287,6 +296,13 @@ impl Printer {
                 &[NAME, ("Endpoints", "string", 0, "The set of all endpoints is the union of all subsets."), AGE]
             }
             Printer::Lease => &[NAME, ("Holder", "string", 0, "Identity of the current holder."), AGE],
+            Printer::EndpointSlice => &[
+                NAME,
+                ("AddressType", "string", 0, "Type of address carried by this EndpointSlice."),
+                ("Ports", "string", 0, "Ports served by the endpoints in this slice."),
+                ("Endpoints", "string", 0, "Addresses of the endpoints in this slice."),
+                AGE,
+            ],
             Printer::ServiceAccount => {
                 &[NAME, ("Secrets", "string", 0, "Number of secrets of this ServiceAccount."), AGE]
             }
@@ -615,6 +631,31 @@ fn event_cells(event: &Value, v1: bool, now: DateTime<Utc>) -> Vec<Value> {
 
 /// printers.go `formatEndpoints`: up to three `ip:port` (or bare `ip` for port-less subsets),
 /// then ` + N more...`.
+/// kubectl's EndpointSlice PORTS cell: the port numbers, `<unset>` for a port without one.
+fn format_slice_ports(slice: &Value) -> String {
+    let ports = arr(&slice["ports"]);
+    if ports.is_empty() {
+        return "<unset>".into();
+    }
+    ports
+        .iter()
+        .map(|p| p.get("port").and_then(Value::as_i64).map_or("<unset>".into(), |n| n.to_string()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// kubectl's EndpointSlice ENDPOINTS cell: the first three addresses and how many more.
+fn format_slice_endpoints(slice: &Value) -> String {
+    const MAX: usize = 3;
+    let all: Vec<&str> =
+        arr(&slice["endpoints"]).iter().flat_map(|e| arr(&e["addresses"]).iter().filter_map(Value::as_str)).collect();
+    match all.len() {
+        0 => "<unset>".into(),
+        n if n > MAX => format!("{} + {} more...", all[..MAX].join(","), n - MAX),
+        _ => all.join(","),
+    }
+}
+
 fn format_endpoints(endpoints: &Value) -> String {
     const MAX: usize = 3;
     let subsets = arr(&endpoints["subsets"]);
@@ -1084,6 +1125,17 @@ mod tests {
         let headless = ep(json!([{"addresses": [{"ip": "10.0.0.9"}]}]));
         assert_eq!(strs(&cells("", "endpoints", &headless, now()))[1], "10.0.0.9");
         assert_eq!(strs(&cells("", "endpoints", &ep(Value::Null), now()))[1], "<none>");
+    }
+
+    #[test]
+    fn endpoint_slices() {
+        let s = json!({"metadata": {"name": "web-x1", "creationTimestamp": ago(45)}, "addressType": "IPv4",
+            "ports": [{"port": 80}, {"name": "any"}],
+            "endpoints": [{"addresses": ["10.0.0.1"]}, {"addresses": ["10.0.0.2"]}, {"addresses": ["10.0.0.3"]}, {"addresses": ["10.0.0.4"]}]});
+        assert_eq!(
+            strs(&cells("discovery.k8s.io", "endpointslices", &s, now())),
+            ["web-x1", "IPv4", "80,<unset>", "10.0.0.1,10.0.0.2,10.0.0.3 + 1 more...", "45s"]
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod apps;
 mod cluster;
 mod config;
 mod container;
+mod discovery;
 mod events;
 pub mod meta;
 pub mod names;
@@ -32,6 +33,7 @@ use crate::FieldError;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event as EventV1;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
@@ -129,6 +131,10 @@ pub fn deployment(new: &Deployment, old: Option<&Deployment>) -> Vec<FieldError>
 /// Validate a Lease.
 pub fn lease(new: &Lease, old: Option<&Lease>) -> Vec<FieldError> {
     cluster::lease(new, old)
+}
+/// Validate a discovery.k8s.io/v1 EndpointSlice.
+pub fn endpoint_slice(new: &EndpointSlice, old: Option<&EndpointSlice>) -> Vec<FieldError> {
+    discovery::endpoint_slice(new, old)
 }
 /// Validate a events.k8s.io/v1 Event.
 pub fn events_v1_event(new: &EventV1, old: Option<&EventV1>) -> Vec<FieldError> {

@@ -16,6 +16,9 @@ pub struct Config {
     pub bind_address: IpAddr,
     /// Port to listen on (0 = any free port).
     pub secure_port: u16,
+    /// Address pods use to reach this server (the `kubernetes` Service's endpoint); default: the
+    /// bind address, or 127.0.0.1 when binding every address.
+    pub advertise_address: Option<IpAddr>,
     /// Extra names or addresses for the serving certificate.
     pub extra_sans: Vec<String>,
     /// Static bearer tokens (Kubernetes token file format).
@@ -40,6 +43,7 @@ impl Config {
             data_dir,
             bind_address: IpAddr::from([127, 0, 0, 1]),
             secure_port: 6443,
+            advertise_address: None,
             extra_sans: Vec::new(),
             token_auth_file: None,
             compaction_interval: Some(Duration::from_secs(300)),

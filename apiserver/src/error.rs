@@ -190,7 +190,12 @@ impl ApiError {
 
     /// 415.
     pub fn unsupported_media_type(content_type: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/merge-patch+json, application/json-patch+json, application/strategic-merge-patch+json (got {content_type:?})"))
+        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/merge-patch+json, application/json-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml, application/vnd.kubernetes.protobuf (got {content_type:?})"))
+    }
+
+    /// 415 with a specific explanation.
+    pub fn unsupported_media_type_msg(message: impl Into<String>) -> Self {
+        Self::new(415, "UnsupportedMediaType", message)
     }
 
     /// 415 for a strategic merge patch on a kind that has no strategic merge schema.
@@ -200,6 +205,32 @@ impl ApiError {
             "UnsupportedMediaType",
             format!("the body of the request was in an unknown format - strategic merge patch is not supported for {kind}; use application/merge-patch+json or application/json-patch+json"),
         )
+    }
+
+    /// 409 for a server-side apply whose fields other managers own (`errors.NewApplyConflict`): one
+    /// `FieldManagerConflict` cause per field.
+    pub fn apply_conflict(conflicts: &[ferry_api::managed::Conflict], message: String) -> Self {
+        let mut e = Self::new(409, "Conflict", message);
+        e.details = Some(Box::new(Details {
+            other_causes: conflicts
+                .iter()
+                .map(|c| ("FieldManagerConflict".to_owned(), format!("conflict with {}", c.manager), c.field.clone()))
+                .collect(),
+            ..Default::default()
+        }));
+        e
+    }
+
+    /// 422 for invalid `PatchOptions` (a missing `fieldManager` on apply, `force` on another patch type).
+    pub fn invalid_patch_options(cause: FieldError) -> Self {
+        let mut e = Self::new(422, "Invalid", format!("PatchOptions.meta.k8s.io \"\" is invalid: {cause}"));
+        e.details = Some(Box::new(Details {
+            group: "meta.k8s.io".into(),
+            kind: "PatchOptions".into(),
+            causes: vec![cause],
+            ..Default::default()
+        }));
+        e
     }
 
     /// 429.
@@ -271,6 +302,7 @@ pub fn from_storage(res: &ResourceInfo, name: &str, e: crate::storage::StorageEr
         S::AlreadyExists(_) => ApiError::already_exists(res, name),
         S::NotFound(_) => ApiError::not_found(res, name),
         S::Conflict { .. } | S::GuardChanged(_) => ApiError::conflict(res, name),
+        S::Claimed(key) => ApiError::conflict_msg(res, name, &format!("{key} is already allocated; please retry")),
         S::Compacted(rev) => ApiError::expired(format!("The resourceVersion {rev} is too old")),
         S::Timeout(d) => ApiError::unavailable(format!("storage is unavailable: etcd did not answer within {d:?}")),
         S::Etcd(e) => {

@@ -22,6 +22,9 @@ struct Args {
     /// HTTPS port.
     #[arg(long, default_value_t = 6443)]
     secure_port: u16,
+    /// Address pods reach this server on (default: the bind address).
+    #[arg(long)]
+    advertise_address: Option<IpAddr>,
     /// Extra host names or IPs for the serving certificate, comma separated.
     #[arg(long, value_delimiter = ',')]
     tls_san: Vec<String>,
@@ -31,6 +34,21 @@ struct Args {
     /// Seconds between etcd compactions (0 disables).
     #[arg(long, default_value_t = 300)]
     etcd_compaction_interval: u64,
+    /// IPv4 range Services' ClusterIPs come from.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cluster_ip_range: String,
+    /// Port range NodePorts come from (LOW-HIGH).
+    #[arg(long, default_value = "30000-32767")]
+    service_node_port_range: String,
+    /// Seconds Events are kept after their last update (0: forever).
+    #[arg(long, default_value_t = 3600)]
+    event_ttl: u64,
+    /// tolerationSeconds of the not-ready NoExecute toleration added to pods without one.
+    #[arg(long, default_value_t = 300)]
+    default_not_ready_toleration_seconds: i64,
+    /// tolerationSeconds of the unreachable NoExecute toleration added to pods without one.
+    #[arg(long, default_value_t = 300)]
+    default_unreachable_toleration_seconds: i64,
     /// Log as JSON.
     #[arg(long)]
     log_json: bool,
@@ -46,10 +64,17 @@ async fn main() -> anyhow::Result<()> {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
     let mut config = ferry_apiserver::Config::new(args.etcd_servers, args.data_dir);
+    config.rest.service_ranges =
+        ferry_apiserver::rest::ServiceRanges::parse(&args.service_cluster_ip_range, &args.service_node_port_range)
+            .map_err(anyhow::Error::msg)?;
     config.bind_address = args.bind_address;
     config.secure_port = args.secure_port;
+    config.advertise_address = args.advertise_address;
     config.extra_sans = args.tls_san;
     config.token_auth_file = args.token_auth_file;
+    config.rest.default_not_ready_toleration_seconds = args.default_not_ready_toleration_seconds;
+    config.rest.default_unreachable_toleration_seconds = args.default_unreachable_toleration_seconds;
+    config.rest.event_ttl = (args.event_ttl > 0).then(|| Duration::from_secs(args.event_ttl));
     config.compaction_interval =
         (args.etcd_compaction_interval > 0).then(|| Duration::from_secs(args.etcd_compaction_interval));
     let server = ferry_apiserver::start(config).await.context("starting ferry-apiserver")?;

@@ -137,6 +137,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tracing::warn!(error = %e, "cannot bootstrap yet; waiting for etcd");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let advertise = config.advertise_address.unwrap_or(if addr.ip().is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        addr.ip()
+    });
+    if let Err(e) = api.ensure_kubernetes_service(advertise, addr.port()).await {
+        tracing::warn!(error = %e, "could not create the kubernetes Service; it is retried on the next start");
+    }
     if let Some(every) = config.compaction_interval {
         tasks.push(tokio::spawn(compact_loop(store, cache, every, shutdown.clone())));
     }
@@ -331,17 +339,19 @@ async fn handle_resource(
     let method = req.method().clone();
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    if let Some(len) =
-        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
-    {
-        if len > shared.max_body {
-            return error_response(&ApiError::too_large(shared.max_body));
-        }
+    let user_agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > shared.max_body) {
+        drain(req.into_body()).await;
+        return error_response(&ApiError::too_large(shared.max_body));
     }
-    let body = match Limited::new(req.into_body(), shared.max_body).collect().await {
+    let mut incoming = req.into_body();
+    let body = match Limited::new(&mut incoming, shared.max_body).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                drain(incoming).await;
                 return error_response(&ApiError::too_large(shared.max_body));
             }
             return error_response(&ApiError::bad_request(format!("failed to read the request body: {e}")));
@@ -351,11 +361,35 @@ async fn handle_resource(
         Ok(t) => t,
         Err(e) => return error_response(&e),
     };
-    let request = rest::Request { method: &method, target, query, content_type: &content_type, table, body };
+    let request = rest::Request {
+        method: &method,
+        target,
+        query,
+        content_type: &content_type,
+        table,
+        body,
+        user_agent: &user_agent,
+    };
     match shared.api.handle(request).await {
         Ok(reply) => reply_response(reply),
         Err(e) => error_response(&e),
     }
+}
+
+/// Read and discard what is left of a rejected body (up to 64 MiB, for at most 10 s), so the client sees the
+/// 413 rather than a connection reset while it is still sending.
+async fn drain(mut body: Incoming) {
+    const CAP: usize = 64 << 20;
+    let mut seen = 0usize;
+    let read = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len());
+            if seen > CAP {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
 }
 
 fn handle_meta(shared: &Shared, method: &Method, req: &Request<Incoming>, route: Route) -> Response<Body> {

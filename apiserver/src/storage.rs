@@ -5,8 +5,8 @@
 //! the revision the caller read. The returned revision becomes the object's resourceVersion.
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp, TxnOpResponse, WatchOptions,
-    WatchStream,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, PutOptions, Txn, TxnOp, TxnOpResponse,
+    WatchOptions, WatchStream,
 };
 use std::time::Duration;
 
@@ -30,6 +30,9 @@ pub enum StorageError {
     /// A guard key changed since it was read (see [`Store::create`]).
     #[error("guard key {0} changed")]
     GuardChanged(String),
+    /// A key the write meant to claim exists already.
+    #[error("key {0} is already claimed")]
+    Claimed(String),
     /// The requested revision has been compacted.
     #[error("revision {0} has been compacted")]
     Compacted(i64),
@@ -75,10 +78,66 @@ pub struct Page {
 }
 
 /// Handle on etcd; cheap to clone.
+/// Keys a write claims (creates, failing if any exists) or releases (deletes) in the same transaction as
+/// the object itself: how Services hold their ClusterIPs and NodePorts.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Side {
+    /// Keys to create, with their values; the write fails with [`StorageError::Claimed`] if one exists.
+    pub claim: Vec<(String, Vec<u8>)>,
+    /// Keys to delete.
+    pub release: Vec<String>,
+    /// Let the object expire this long after the write (an etcd lease; Events).
+    pub ttl: Option<Duration>,
+}
+
+impl Side {
+    /// No side effects.
+    pub const NONE: &'static Side = &Side { claim: Vec::new(), release: Vec::new(), ttl: None };
+
+    fn compares(&self) -> impl Iterator<Item = Compare> + '_ {
+        self.claim.iter().map(|(k, _)| Compare::create_revision(k.as_str(), CompareOp::Equal, 0))
+    }
+
+    fn ops(&self) -> impl Iterator<Item = TxnOp> + '_ {
+        self.claim
+            .iter()
+            .map(|(k, v)| TxnOp::put(k.as_str(), v.clone(), None))
+            .chain(self.release.iter().map(|k| TxnOp::delete(k.as_str(), None)))
+    }
+
+    fn probes(&self) -> impl Iterator<Item = TxnOp> + '_ {
+        self.claim.iter().map(|(k, _)| TxnOp::get(k.as_str(), Some(GetOptions::new().with_keys_only())))
+    }
+
+    /// The first claimed key that exists, from the failure branch's probes after the first `skip`.
+    fn taken(&self, responses: &[TxnOpResponse], skip: usize) -> Option<String> {
+        responses.iter().skip(skip).zip(&self.claim).find_map(|(r, (k, _))| match r {
+            TxnOpResponse::Get(g) if !g.kvs().is_empty() => Some(k.clone()),
+            _ => None,
+        })
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     client: Client,
     kv: KvClient,
+    lease: std::sync::Arc<tokio::sync::Mutex<Option<Lease>>>,
+}
+
+/// A granted lease, reused by writes for a while (as Kubernetes' lease manager does) so that a burst of
+/// expiring objects does not cost one lease each.
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    id: i64,
+    granted: std::time::Instant,
+    ttl: Duration,
+}
+
+/// How long a granted lease is reused: 5 % of the TTL, at most a minute (Kubernetes' lease manager). The
+/// lease is granted for the TTL plus this, so every object lives at least the requested TTL.
+fn lease_reuse(ttl: Duration) -> Duration {
+    (ttl / 20).min(Duration::from_secs(60))
 }
 
 const MAX_MESSAGE: usize = 512 * 1024 * 1024;
@@ -120,7 +179,7 @@ impl Store {
             .with_keep_alive_while_idle(true);
         let client = Client::connect(endpoints, Some(options)).await?;
         let kv = client.kv_client().max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE);
-        Ok(Self { client, kv })
+        Ok(Self { client, kv, lease: Default::default() })
     }
 
     /// Read one key; `None` when absent.
@@ -165,51 +224,100 @@ impl Store {
 
     /// Create `key`; fails with [`StorageError::AlreadyExists`] if it exists. With a guard
     /// `(key, mod_revision)`, the create also requires that key unchanged (e.g. the namespace
-    /// an object goes into), else [`StorageError::GuardChanged`]. Returns the revision.
-    pub async fn create(&self, key: &str, value: Vec<u8>, guard: Option<(&str, i64)>) -> Result<i64> {
+    /// an object goes into), else [`StorageError::GuardChanged`]. `side` keys are claimed and
+    /// released in the same transaction ([`StorageError::Claimed`]). Returns the revision.
+    pub async fn create(&self, key: &str, value: Vec<u8>, guard: Option<(&str, i64)>, side: &Side) -> Result<i64> {
         let mut when = vec![Compare::create_revision(key, CompareOp::Equal, 0)];
         if let Some((gk, rev)) = guard {
             when.push(Compare::mod_revision(gk, CompareOp::Equal, rev));
         }
-        let txn = Txn::new()
-            .when(when)
-            .and_then([TxnOp::put(key, value, None)])
-            .or_else([TxnOp::get(key, Some(GetOptions::new().with_keys_only()))]);
+        when.extend(side.compares());
+        let mut then = vec![TxnOp::put(key, value, self.put_options(side).await?)];
+        then.extend(side.ops());
+        let mut otherwise = vec![TxnOp::get(key, Some(GetOptions::new().with_keys_only()))];
+        otherwise.extend(side.probes());
+        let txn = Txn::new().when(when).and_then(then).or_else(otherwise);
         let resp = bounded(self.kv.clone().txn(txn)).await?;
         if resp.succeeded() {
             return Ok(resp.header().map(|h| h.revision()).unwrap_or_default());
         }
-        let exists = resp.op_responses().into_iter().any(|r| matches!(r, TxnOpResponse::Get(g) if !g.kvs().is_empty()));
-        match (exists, guard) {
-            (false, Some((gk, _))) => Err(StorageError::GuardChanged(gk.to_string())),
-            _ => Err(StorageError::AlreadyExists(key.to_string())),
+        let responses = resp.op_responses();
+        if matches!(responses.first(), Some(TxnOpResponse::Get(g)) if !g.kvs().is_empty()) {
+            return Err(StorageError::AlreadyExists(key.to_string()));
+        }
+        if let Some(taken) = side.taken(&responses, 1) {
+            return Err(StorageError::Claimed(taken));
+        }
+        match guard {
+            Some((gk, _)) => Err(StorageError::GuardChanged(gk.to_string())),
+            None => Err(StorageError::AlreadyExists(key.to_string())),
         }
     }
 
-    /// Replace `key` if its mod_revision is still `expected`. Returns the new revision.
-    pub async fn update(&self, key: &str, value: Vec<u8>, expected: i64) -> Result<i64> {
-        let txn = Txn::new()
-            .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
-            .and_then([TxnOp::put(key, value, None)])
-            .or_else([TxnOp::get(key, None)]);
-        let resp = bounded(self.kv.clone().txn(txn)).await?;
-        if resp.succeeded() {
-            return Ok(resp.header().map(|h| h.revision()).unwrap_or_default());
-        }
-        Err(conflict(key, resp.op_responses()))
+    /// Replace `key` if its mod_revision is still `expected`, else [`StorageError::Conflict`] with the
+    /// current value (or [`StorageError::NotFound`]). Returns the revision.
+    pub async fn update(&self, key: &str, value: Vec<u8>, expected: i64, side: &Side) -> Result<i64> {
+        self.write(key, Some(value), expected, side).await
     }
 
-    /// Delete `key` if its mod_revision is still `expected`. Returns the deletion revision.
-    pub async fn delete(&self, key: &str, expected: i64) -> Result<i64> {
-        let txn = Txn::new()
-            .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
-            .and_then([TxnOp::delete(key, None)])
-            .or_else([TxnOp::get(key, None)]);
+    /// Delete `key` if its mod_revision is still `expected`, as [`Store::update`]. Returns the revision.
+    pub async fn delete(&self, key: &str, expected: i64, side: &Side) -> Result<i64> {
+        self.write(key, None, expected, side).await
+    }
+
+    /// Put (`Some`) or delete (`None`) `key` if its mod_revision is still `expected`.
+    async fn write(&self, key: &str, value: Option<Vec<u8>>, expected: i64, side: &Side) -> Result<i64> {
+        let mut when = vec![Compare::mod_revision(key, CompareOp::Equal, expected)];
+        when.extend(side.compares());
+        let mut then = vec![match value {
+            Some(v) => TxnOp::put(key, v, self.put_options(side).await?),
+            None => TxnOp::delete(key, None),
+        }];
+        then.extend(side.ops());
+        let mut otherwise = vec![TxnOp::get(key, None)];
+        otherwise.extend(side.probes());
+        let txn = Txn::new().when(when).and_then(then).or_else(otherwise);
         let resp = bounded(self.kv.clone().txn(txn)).await?;
         if resp.succeeded() {
             return Ok(resp.header().map(|h| h.revision()).unwrap_or_default());
         }
-        Err(conflict(key, resp.op_responses()))
+        let responses = resp.op_responses();
+        let unchanged = matches!(responses.first(), Some(TxnOpResponse::Get(g))
+            if g.kvs().first().is_some_and(|kv| kv.mod_revision() == expected));
+        if unchanged {
+            if let Some(taken) = side.taken(&responses, 1) {
+                return Err(StorageError::Claimed(taken));
+            }
+        }
+        Err(conflict(key, responses))
+    }
+
+    /// The lease a write with `ttl` attaches its key to.
+    async fn lease_for(&self, ttl: Duration) -> Result<i64> {
+        let mut current = self.lease.lock().await;
+        if let Some(l) = *current {
+            if l.ttl == ttl && l.granted.elapsed() < lease_reuse(ttl) {
+                return Ok(l.id);
+            }
+        }
+        let seconds = i64::try_from((ttl + lease_reuse(ttl)).as_secs()).unwrap_or(i64::MAX).max(1);
+        let granted = bounded(self.client.clone().lease_grant(seconds, None)).await?;
+        *current = Some(Lease { id: granted.id(), granted: std::time::Instant::now(), ttl });
+        Ok(granted.id())
+    }
+
+    async fn put_options(&self, side: &Side) -> Result<Option<PutOptions>> {
+        Ok(match side.ttl {
+            Some(ttl) => Some(PutOptions::new().with_lease(self.lease_for(ttl).await?)),
+            None => None,
+        })
+    }
+
+    /// Keys under `prefix` (values not read).
+    pub async fn keys(&self, prefix: &str) -> Result<Vec<String>> {
+        let opts = GetOptions::new().with_range(prefix_end(prefix)).with_keys_only();
+        let resp = bounded(self.kv.clone().get(prefix, Some(opts))).await?;
+        Ok(resp.kvs().iter().map(|kv| String::from_utf8_lossy(kv.key()).into_owned()).collect())
     }
 
     /// Compact history up to `revision`.

@@ -210,8 +210,10 @@ async fn stock_kubectl_end_to_end() -> Result<()> {
 
     discovery(&k).await?;
     apply_and_reapply(&k, &manifest).await?;
+    server_side_apply(&k, dir.path(), &manifest).await?;
     get_outputs(&k).await?;
     mutate(&k).await?;
+    create_verbs(&k).await?;
     watch(&k, &c).await?;
     explain_and_diff(&k, &manifest).await?;
     bad_input(&k, dir.path()).await?;
@@ -313,6 +315,141 @@ async fn apply_and_reapply(k: &Kubectl, manifest: &str) -> Result<()> {
         .as_str()
         .unwrap_or_else(|| panic!("no last-applied annotation: {d}"));
     assert!(last.contains("nginx:1.28") && !last.contains("443"), "{last}");
+    Ok(())
+}
+
+const SSA_MANIFEST: &str = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: ssa
+  namespace: shop
+  labels: {app: ssa, team: blue}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: ssa}
+  template:
+    metadata:
+      labels: {app: ssa}
+    spec:
+      containers:
+      - name: app
+        image: nginx:1.27
+        ports:
+        - containerPort: 80
+        - containerPort: 8080
+";
+
+fn owner_of_replicas(d: &Value) -> Vec<String> {
+    d["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["fieldsV1"]["f:spec"].get("f:replicas").is_some())
+        .map(|e| e["manager"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// 2b. `apply --server-side`: create, a conflict between two field managers, `--force-conflicts`, pruning of
+/// what a manager stops applying, and moving the client-side-applied manifest to server-side apply.
+async fn server_side_apply(k: &Kubectl, dir: &Path, manifest: &str) -> Result<()> {
+    let file = dir.join("ssa.yaml");
+    std::fs::write(&file, SSA_MANIFEST)?;
+    let file = file.to_string_lossy().into_owned();
+    let out = k.ok(&["apply", "--server-side", "-f", &file]).await?;
+    assert_eq!(out.trim(), "deployment.apps/ssa serverside-applied", "{out}");
+    let d = k.json(&["-n", NS, "get", "deploy", "ssa", "--show-managed-fields"]).await?;
+    assert_eq!(owner_of_replicas(&d), ["kubectl"], "{d}");
+    assert_eq!(d["metadata"]["managedFields"][0]["operation"], "Apply", "{d}");
+
+    // A second manager wants 5 replicas: refused, with kubectl's conflict message.
+    let other = dir.join("ssa-other.yaml");
+    std::fs::write(
+        &other,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: ssa, namespace: shop}\nspec: {replicas: 5}\n",
+    )?;
+    let other = other.to_string_lossy().into_owned();
+    let out = k.run(&["apply", "--server-side", "--field-manager=autoscaler", "-f", &other]).await?;
+    assert_ne!(out.code, Some(0), "{out}");
+    assert!(out.stderr.contains("Apply failed with 1 conflict: conflict with \"kubectl\": .spec.replicas"), "{out}");
+    assert!(out.stderr.contains("--force-conflicts"), "kubectl prints its hint: {out}");
+    let d = k.json(&["-n", NS, "get", "deploy", "ssa"]).await?;
+    assert_eq!(d["spec"]["replicas"], 2, "{d}");
+
+    // Forced, the second manager takes replicas over.
+    let out =
+        k.ok(&["apply", "--server-side", "--field-manager=autoscaler", "--force-conflicts", "-f", &other]).await?;
+    assert_eq!(out.trim(), "deployment.apps/ssa serverside-applied", "{out}");
+    let d = k.json(&["-n", NS, "get", "deploy", "ssa", "--show-managed-fields"]).await?;
+    assert_eq!(d["spec"]["replicas"], 5, "{d}");
+    assert_eq!(owner_of_replicas(&d), ["autoscaler"], "{d}");
+
+    // The first manager drops replicas, a label and a port from its manifest: the label and port go,
+    // replicas stay (another manager owns them).
+    let trimmed = SSA_MANIFEST
+        .replace("  replicas: 2\n", "")
+        .replace(", team: blue", "")
+        .replace("        - containerPort: 8080\n", "");
+    std::fs::write(&file, trimmed)?;
+    k.ok(&["apply", "--server-side", "-f", &file]).await?;
+    let d = k.json(&["-n", NS, "get", "deploy", "ssa"]).await?;
+    assert_eq!(d["spec"]["replicas"], 5, "{d}");
+    assert_eq!(d["metadata"]["labels"], serde_json::json!({"app": "ssa"}), "{d}");
+    assert_eq!(container(&d, "app")["ports"], serde_json::json!([{"containerPort": 80, "protocol": "TCP"}]), "{d}");
+    k.ok(&["-n", NS, "delete", "deploy", "ssa"]).await?;
+
+    // The client-side-applied shop manifest moves to server-side apply without conflicts, and keeps
+    // working with both.
+    let out = k.ok(&["apply", "--server-side", "-f", manifest]).await?;
+    assert!(out.lines().any(|l| l == "deployment.apps/shop serverside-applied"), "{out}");
+    let out = k.ok(&["apply", "-f", manifest]).await?;
+    assert!(out.lines().any(|l| l.starts_with("deployment.apps/shop ")), "{out}");
+    Ok(())
+}
+
+/// 2c. `kubectl create <kind>`: client-go sends these bodies as Kubernetes protobuf.
+async fn create_verbs(k: &Kubectl) -> Result<()> {
+    assert_eq!(k.ok(&["create", "namespace", "made"]).await?.trim(), "namespace/made created");
+    let out = k
+        .ok(&["-n", "made", "create", "configmap", "cfg", "--from-literal=color=blue", "--from-literal=empty="])
+        .await?;
+    assert_eq!(out.trim(), "configmap/cfg created");
+    let cm = k.json(&["-n", "made", "get", "cm", "cfg"]).await?;
+    assert_eq!(cm["data"], serde_json::json!({"color": "blue", "empty": ""}), "{cm}");
+    assert!(cm["metadata"].get("generateName").is_none(), "{cm}");
+    assert!(cm["metadata"]["creationTimestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{cm}");
+
+    k.ok(&["-n", "made", "create", "secret", "generic", "pw", "--from-literal=password=hunter2"]).await?;
+    let secret = k.json(&["-n", "made", "get", "secret", "pw"]).await?;
+    assert_eq!(secret["data"]["password"], "aHVudGVyMg==", "{secret}");
+    assert_eq!(secret["type"], "Opaque", "{secret}");
+
+    let out = k
+        .ok(&["-n", "made", "create", "deployment", "api", "--image=nginx:1.27", "--replicas=0", "--port=8080"])
+        .await?;
+    assert_eq!(out.trim(), "deployment.apps/api created");
+    let d = k.json(&["-n", "made", "get", "deploy", "api"]).await?;
+    assert_eq!(d["spec"]["replicas"], 0, "an explicit 0 survives: {d}");
+    let c = container(&d, "nginx");
+    assert_eq!(c["image"], "nginx:1.27", "{d}");
+    assert_eq!(c["ports"], serde_json::json!([{"containerPort": 8080, "protocol": "TCP"}]), "{d}");
+    assert_eq!(d["spec"]["selector"]["matchLabels"], serde_json::json!({"app": "api"}), "{d}");
+    // Go's omitempty zeros that protobuf carries are not stored (Kubernetes would not show them).
+    assert!(c.get("stdin").is_none() && d["spec"].get("paused").is_none(), "{d}");
+    assert!(d["spec"]["template"]["metadata"].get("generation").is_none(), "{d}");
+
+    let out = k.ok(&["-n", "made", "create", "service", "clusterip", "api", "--tcp=80:8080"]).await?;
+    assert_eq!(out.trim(), "service/api created");
+    let svc = k.json(&["-n", "made", "get", "svc", "api"]).await?;
+    assert_eq!(svc["spec"]["ports"][0]["port"], 80, "{svc}");
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080, "{svc}");
+
+    // Bad input through the same path: an invalid name is the usual 422, and nothing is stored.
+    let out = k.run(&["-n", "made", "create", "configmap", "Bad_Name"]).await?;
+    assert_ne!(out.code, Some(0), "{out}");
+    assert!(out.stderr.contains("ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value"), "{out}");
+    k.ok(&["delete", "namespace", "made", "--wait=false"]).await?;
     Ok(())
 }
 

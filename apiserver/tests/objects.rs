@@ -432,3 +432,33 @@ async fn delete_collection_by_selector() -> Result<()> {
     assert_eq!(names, ["c"]);
     Ok(())
 }
+
+#[tokio::test]
+async fn events_expire_after_their_ttl() -> Result<()> {
+    use k8s_openapi::api::core::v1::Event;
+    let c =
+        ferry_testkit::Cluster::start_with(|cfg| cfg.rest.event_ttl = Some(std::time::Duration::from_secs(2))).await?;
+    let client = c.client().await?;
+    let events: kube::Api<Event> = kube::Api::namespaced(client.clone(), "default");
+    let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(client, "default");
+    let ev: Event = serde_json::from_value(serde_json::json!({"metadata": {"name": "e1"},
+        "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"}, "reason": "Test", "message": "m"}))?;
+    events.create(&Default::default(), &ev).await?;
+    let cm: k8s_openapi::api::core::v1::ConfigMap =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "stays"}}))?;
+    cms.create(&Default::default(), &cm).await?;
+    assert!(events.get_opt("e1").await?.is_some());
+    // etcd expires the event's lease; the watch cache and every reader then see it gone.
+    let mut gone = false;
+    for _ in 0..100 {
+        if events.get_opt("e1").await?.is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the event outlived its TTL by more than 8 s");
+    assert!(events.list(&Default::default()).await?.items.is_empty());
+    assert!(cms.get_opt("stays").await?.is_some(), "other kinds do not expire");
+    Ok(())
+}

@@ -4,6 +4,11 @@
 //! * [`Cluster`] adds an in-process `ferry-apiserver` on a free port with its own data dir,
 //!   and hands out a `kube::Client` (admin) and raw HTTP helpers for bad-input tests.
 //!
+//! * [`Containerd`] starts a private containerd (temporary root, state and socket, its own
+//!   config file) and kills it on drop; the nodelet's tests run pods on it.
+//! * [`busybox_image_archive`] builds an OCI image archive from the machine's busybox-static
+//!   (no registry or internet needed).
+//!
 //! Everything listens on 127.0.0.1 only and is cleaned up on drop, also when a test fails.
 
 use anyhow::{bail, Context, Result};
@@ -95,6 +100,200 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A private containerd process: root, state, socket and config in one temporary directory.
+pub struct Containerd {
+    child: Child,
+    /// The gRPC socket.
+    pub socket: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Containerd {
+    /// Start containerd with a config written here (CRI plugin off, everything under a temp dir)
+    /// and wait until its socket accepts connections.
+    pub async fn start() -> Result<Self> {
+        // Unix socket paths must stay short (108 bytes), so the directory lives in /tmp.
+        let dir = tempfile::Builder::new().prefix("ferry-ctrd-").tempdir_in("/tmp")?;
+        let root = dir.path().join("root");
+        let state = dir.path().join("state");
+        let socket = dir.path().join("c.sock");
+        let config = format!(
+            "version = 2\n\
+             root = {root:?}\n\
+             state = {state:?}\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = {socket:?}\n\
+             [ttrpc]\n  address = {ttrpc:?}\n\
+             [debug]\n  address = \"\"\n  level = \"warn\"\n\
+             [metrics]\n  address = \"\"\n\
+             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = {opt:?}\n",
+            root = root.display().to_string(),
+            state = state.display().to_string(),
+            socket = socket.display().to_string(),
+            ttrpc = dir.path().join("c.sock.ttrpc").display().to_string(),
+            opt = dir.path().join("opt").display().to_string(),
+        );
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, config)?;
+        let log = std::fs::File::create(dir.path().join("containerd.log"))?;
+        let child = Command::new(containerd_binary())
+            .arg("--config")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting containerd (is the containerd package installed?)")?;
+        let c = Containerd { child, socket, dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::UnixStream::connect(&c.socket).await.is_err() {
+            if Instant::now() > deadline {
+                bail!("containerd did not come up at {}:\n{}", c.socket.display(), c.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(c)
+    }
+
+    /// containerd's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    /// The temporary directory holding root, state and socket.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        // Shims outlive containerd: kill this daemon's shims and their containers first.
+        kill_shims(&self.socket);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Shims of tasks still running die with their containers; unmount what containerd
+        // may have left mounted under its root so the temp dir can be removed.
+        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
+            let root = self.dir.path().display().to_string();
+            let mut points: Vec<&str> =
+                mounts.lines().filter_map(|l| l.split_whitespace().nth(1)).filter(|m| m.starts_with(&root)).collect();
+            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            for p in points {
+                let _ = Command::new("umount").arg("-l").arg(p).status();
+            }
+        }
+    }
+}
+
+/// Build an OCI image layout archive at `path` with one layer: `/bin/busybox` (Debian's
+/// busybox-static) with a symlink per applet, `/etc/passwd` and `/etc/group`, and empty
+/// `/tmp`, `/proc`, `/sys`, `/dev`. `name` is the image reference stored in the index
+/// (`io.containerd.image.name`). Returns the layer's diff ID.
+pub fn busybox_image_archive(path: &Path, name: &str) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let busybox_path = std::env::var_os("FERRY_BUSYBOX").map(PathBuf::from).unwrap_or_else(|| "/bin/busybox".into());
+    let busybox = std::fs::read(&busybox_path)
+        .with_context(|| format!("reading {} (is busybox-static installed?)", busybox_path.display()))?;
+    let list = Command::new(&busybox_path).arg("--list").output().context("busybox --list")?;
+    let applets = String::from_utf8_lossy(&list.stdout).into_owned();
+
+    let mut layer = tar::Builder::new(Vec::new());
+    let header = |kind: tar::EntryType, mode: u32, size: u64| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h
+    };
+    for dir in ["bin", "etc", "tmp", "proc", "sys", "dev", "root", "var", "var/www"] {
+        let mut h = header(tar::EntryType::Directory, if dir == "tmp" { 0o1777 } else { 0o755 }, 0);
+        layer.append_data(&mut h, dir, std::io::empty())?;
+    }
+    let mut h = header(tar::EntryType::Regular, 0o755, busybox.len() as u64);
+    layer.append_data(&mut h, "bin/busybox", busybox.as_slice())?;
+    for applet in applets.lines().map(str::trim).filter(|a| !a.is_empty() && *a != "busybox") {
+        let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+        layer.append_link(&mut h, format!("bin/{applet}"), "busybox")?;
+    }
+    for (file, text) in [
+        ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"),
+        ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
+    ] {
+        let mut h = header(tar::EntryType::Regular, 0o644, text.len() as u64);
+        layer.append_data(&mut h, file, text.as_bytes())?;
+    }
+    let layer = layer.into_inner()?;
+    let digest = |data: &[u8]| format!("sha256:{:x}", Sha256::digest(data));
+    let diff_id = digest(&layer);
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": arch, "os": "linux",
+        "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"], "WorkingDir": "/"},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    }))?;
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": diff_id, "size": layer.len()}],
+    }))?;
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest(&manifest), "size": manifest.len(),
+            "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": name},
+        }],
+    }))?;
+    let mut out = tar::Builder::new(std::fs::File::create(path)?);
+    let mut put = |name: String, data: &[u8]| -> Result<()> {
+        let mut h = header(tar::EntryType::Regular, 0o644, data.len() as u64);
+        out.append_data(&mut h, name, data)?;
+        Ok(())
+    };
+    put("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    put("index.json".into(), &index)?;
+    for blob in [&layer, &config, &manifest] {
+        let d = digest(blob);
+        put(format!("blobs/sha256/{}", d.trim_start_matches("sha256:")), blob)?;
+    }
+    out.finish()?;
+    Ok(diff_id)
+}
+
+/// SIGKILL every containerd shim serving `socket`, and the processes under it.
+fn kill_shims(socket: &Path) {
+    let needle = socket.display().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return };
+    for p in procs.filter_map(|e| e.ok()) {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains("containerd-shim") && cmdline.contains(&needle) {
+            kill_tree(pid);
+        }
+    }
+}
+
+fn kill_tree(pid: u32) {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    for child in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+        kill_tree(child);
+    }
+    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+}
+
+fn containerd_binary() -> PathBuf {
+    std::env::var_os("FERRY_CONTAINERD").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("containerd"))
 }
 
 fn etcd_binary() -> PathBuf {

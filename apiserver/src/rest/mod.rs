@@ -6,6 +6,7 @@
 //! a [`Reply`] or an [`ApiError`]; the server turns either into an HTTP response.
 
 mod read;
+mod services;
 mod subresource;
 mod watch;
 mod write;
@@ -25,6 +26,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub use services::ServiceRanges;
 pub use write::ensure_default_namespaces;
 
 /// Tunables of the REST layer.
@@ -34,11 +36,27 @@ pub struct RestOptions {
     pub bookmark_interval: Duration,
     /// Watch duration when the client sets no `timeoutSeconds`.
     pub default_watch_timeout: Duration,
+    /// Where Services' ClusterIPs and NodePorts come from.
+    pub service_ranges: ServiceRanges,
+    /// How long Events live after their last write (None: forever).
+    pub event_ttl: Option<Duration>,
+    /// `tolerationSeconds` of the `node.kubernetes.io/not-ready` NoExecute toleration added to pods
+    /// that have none (Kubernetes' DefaultTolerationSeconds admission).
+    pub default_not_ready_toleration_seconds: i64,
+    /// The same for `node.kubernetes.io/unreachable`.
+    pub default_unreachable_toleration_seconds: i64,
 }
 
 impl Default for RestOptions {
     fn default() -> Self {
-        Self { bookmark_interval: Duration::from_secs(10), default_watch_timeout: Duration::from_secs(1800) }
+        Self {
+            bookmark_interval: Duration::from_secs(10),
+            default_watch_timeout: Duration::from_secs(1800),
+            service_ranges: ServiceRanges::default(),
+            event_ttl: Some(Duration::from_secs(3600)),
+            default_not_ready_toleration_seconds: 300,
+            default_unreachable_toleration_seconds: 300,
+        }
     }
 }
 
@@ -102,11 +120,18 @@ pub struct Request<'a> {
     pub table: Option<TableOptions>,
     /// Body bytes (already size-limited).
     pub body: Bytes,
+    /// `User-Agent` (may be empty); its prefix names the field manager when the query does not.
+    pub user_agent: &'a str,
 }
 
 impl Request<'_> {
     /// The update this request makes to its target object.
     pub(crate) fn update(&self, mode: write::Mode, validation: crate::request::FieldValidation) -> write::Update<'_> {
+        let track = match mode {
+            write::Mode::Main => write::Track::Update { manager: self.manager(), subresource: None },
+            write::Mode::Status => write::Track::Update { manager: self.manager(), subresource: Some("status") },
+            write::Mode::Internal => write::Track::Off,
+        };
         write::Update {
             res: self.target.res,
             namespace: self.target.namespace.as_deref(),
@@ -114,6 +139,19 @@ impl Request<'_> {
             mode,
             validation,
             dry_run: self.query.dry_run,
+            track,
+        }
+    }
+
+    /// The field manager of this write: `fieldManager`, else the User-Agent up to its first `/`, as
+    /// Kubernetes does (`kubectl/v1.37.0 (linux/amd64) …` → `kubectl`).
+    pub(crate) fn manager(&self) -> &str {
+        match &self.query.field_manager {
+            Some(m) => m,
+            None => match self.user_agent.split('/').next() {
+                Some(p) if !p.is_empty() => p,
+                _ => "unknown",
+            },
         }
     }
 }
@@ -240,6 +278,12 @@ pub fn parse_body(content_type: &str, body: &[u8]) -> Result<Value> {
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?,
         "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}")))?,
+        "application/vnd.kubernetes.protobuf" => ferry_api::protobuf::decode(body).map_err(|e| match e {
+            ferry_api::protobuf::ProtoError::UnsupportedKind { .. } => {
+                ApiError::unsupported_media_type_msg(e.to_string())
+            }
+            ferry_api::protobuf::ProtoError::Malformed(_) => ApiError::bad_request(e.to_string()),
+        })?,
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     if !value.is_object() {

@@ -1,6 +1,6 @@
 //! Subresources: status, scale (autoscaling/v1 Scale), binding (pods), finalize (namespaces).
 
-use super::write::{meta, meta_str, now, Mode, Patch};
+use super::write::{meta, meta_str, now, Mode, Patch, Track};
 use super::{parse_body, Api, Reply, Request};
 use crate::error::{from_storage, ApiError, Result};
 use crate::request::FieldValidation;
@@ -84,8 +84,10 @@ impl Api {
         let t = &req.target;
         let res = t.res;
         let name = t.name.as_deref().unwrap_or_default();
+        let mut update = req.update(Mode::Internal, FieldValidation::Ignore);
+        update.track = Track::Update { manager: req.manager(), subresource: Some("scale") };
         let written = self
-            .update_loop(req.update(Mode::Internal, FieldValidation::Ignore), |cur| {
+            .update_loop(update, |cur| {
                 let (replicas, rv) = desired(&scale_of(cur))?;
                 if replicas < 0 {
                     return Err(invalid_scale(res, name, replicas));

@@ -1,15 +1,21 @@
 //! create, update, patch, delete, deletecollection — and the update loop they share.
 
+use super::services;
 use super::{parse_body, Api, Reply, Request};
 use crate::codec;
 use crate::error::{from_storage, ApiError, Result};
 use crate::filter::Filter;
-use crate::request::FieldValidation;
-use crate::storage::{Kv, StorageError};
+pub(crate) use crate::request::FieldValidation;
+use crate::storage::{Kv, Side, StorageError};
 use ferry_api::kinds::AdmitError;
+use ferry_api::managed;
 use ferry_api::resources::{GenerationPolicy, StatusPolicy};
 use ferry_api::{FieldError, ResourceInfo};
 use serde_json::{json, Map, Value};
+
+fn is_service(res: &ResourceInfo) -> bool {
+    res.group.is_empty() && res.kind == "Service"
+}
 
 /// Namespaces that always exist.
 pub const DEFAULT_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
@@ -26,6 +32,7 @@ pub(crate) enum Mode {
 }
 
 /// Which object an update targets, and how.
+#[derive(Clone, Copy)]
 pub(crate) struct Update<'a> {
     pub res: &'static ResourceInfo,
     pub namespace: Option<&'a str>,
@@ -33,6 +40,45 @@ pub(crate) struct Update<'a> {
     pub mode: Mode,
     pub validation: FieldValidation,
     pub dry_run: bool,
+    pub track: Track<'a>,
+}
+
+/// How a write is recorded in `metadata.managedFields`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Track<'a> {
+    /// Not at all (the server's own mutations: binding, finalize, deletion bookkeeping).
+    Off,
+    /// An update by `manager`: it owns what it changed (`subresource`: written through `/status` or `/scale`).
+    Update { manager: &'a str, subresource: Option<&'static str> },
+    /// A server-side apply: the candidate already carries its managed fields.
+    Applied,
+}
+
+impl Track<'_> {
+    /// The writer to record, if this write is tracked and the kind has a merge schema here.
+    fn writer<'w>(&'w self, res: &'w ResourceInfo, api_version: &'w str, now: &'w str) -> Option<managed::Writer<'w>> {
+        let Track::Update { manager, subresource } = self else { return None };
+        if res.storage_group != res.group && !(res.group.is_empty() && res.storage_group == "core") {
+            return None; // served through another group's storage (events.k8s.io): tracked by the owner
+        }
+        Some(managed::Writer {
+            manager,
+            api_version,
+            kind: res.kind,
+            subresource: *subresource,
+            scope: scope(res, *subresource),
+            now,
+        })
+    }
+}
+
+/// What field tracking covers for a write through `subresource`.
+fn scope(res: &ResourceInfo, subresource: Option<&str>) -> managed::Scope {
+    match subresource {
+        Some("status") => managed::Scope::Status,
+        _ if res.has_status_subresource() => managed::Scope::Main,
+        _ => managed::Scope::Whole,
+    }
 }
 
 /// The outcome of a write.
@@ -199,6 +245,32 @@ fn generation_changed(policy: GenerationPolicy, old: &Value, new: &Value) -> boo
     }
 }
 
+/// Kubernetes' DefaultTolerationSeconds admission: a pod that does not tolerate the `not-ready` or
+/// `unreachable` NoExecute taints gets a toleration for it with these seconds, so its pods move off a
+/// failed node after a while rather than at once.
+fn add_default_tolerations(pod: &mut Value, not_ready: i64, unreachable: i64) {
+    let tolerates = |tols: &[Value], key: &str| {
+        tols.iter().any(|t| {
+            let effect = t["effect"].as_str().unwrap_or("");
+            let k = t["key"].as_str().unwrap_or("");
+            let exists_any = k.is_empty() && t["operator"].as_str() == Some("Exists");
+            (effect.is_empty() || effect == "NoExecute") && (k == key || exists_any)
+        })
+    };
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else { return };
+    let mut tols = spec.get("tolerations").and_then(Value::as_array).cloned().unwrap_or_default();
+    let before = tols.len();
+    for (key, seconds) in [("node.kubernetes.io/not-ready", not_ready), ("node.kubernetes.io/unreachable", unreachable)]
+    {
+        if !tolerates(&tols, key) {
+            tols.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds}));
+        }
+    }
+    if tols.len() != before {
+        spec.insert("tolerations".into(), Value::Array(tols));
+    }
+}
+
 /// QoS class of a pod, as the kubelet computes it.
 fn qos_class(pod: &Value) -> &'static str {
     let containers: Vec<&Value> = ["containers", "initContainers"]
@@ -292,6 +364,12 @@ pub(super) enum Deleted {
 }
 
 impl Api {
+    /// How long objects of `res` live after their last write: Events expire (`--event-ttl`), as in
+    /// Kubernetes; everything else stays.
+    fn ttl(&self, res: &ResourceInfo) -> Option<std::time::Duration> {
+        (res.storage_group == "core" && res.storage_plural == "events").then_some(self.options.event_ttl).flatten()
+    }
+
     /// Read, mutate, validate and compare-and-swap one object, retrying on conflicts unless
     /// the caller pinned a resourceVersion.
     ///
@@ -304,7 +382,8 @@ impl Api {
         u: Update<'_>,
         mut mutate: impl FnMut(&Value) -> Result<Value>,
     ) -> Result<Written> {
-        let Update { res, namespace, name, mode, validation, dry_run } = u;
+        let Update { res, namespace, name, mode, validation, dry_run, track } = u;
+        let api_version = res.api_version();
         let key = res.key(namespace, name);
         let mut next: Option<Kv> =
             self.cache.get(res, &key).1.map(|o| Kv { key: key.clone(), value: o.raw.clone(), mod_revision: o.rev });
@@ -335,13 +414,25 @@ impl Api {
             check_type(res, &mut candidate)?;
             check_meta_types(res, &candidate)?;
             self.reconcile_with_stored(res, name, namespace, mode, &current, &mut candidate)?;
+            let allocates = is_service(res) && mode != Mode::Status;
+            if allocates && mode == Mode::Main {
+                services::prepare_update(&mut candidate, &current);
+            }
             let old_for_validation = if mode == Mode::Internal { None } else { Some(&stored) };
             let (mut object, warnings) = admit(res, name, candidate, old_for_validation, validation)?;
             if res.generation != GenerationPolicy::None {
                 let old_gen = meta(&stored).get("generation").and_then(Value::as_i64).unwrap_or(1);
-                let gen = if generation_changed(res.generation, &stored, &object) { old_gen + 1 } else { old_gen };
+                let changed = mode != Mode::Status && generation_changed(res.generation, &stored, &object);
+                let gen = if changed { old_gen + 1 } else { old_gen };
                 meta_mut(&mut object).insert("generation".into(), gen.into());
             }
+            if let Some(w) = track.writer(res, &api_version, &now()) {
+                managed::track_update(Some(&stored), &mut object, &w);
+            }
+            let allocation = match allocates {
+                true => Some(self.allocate_service(res, name, &mut object, Some(&stored)).await?),
+                false => None,
+            };
             // Kubernetes deletes during update once a terminating object has no finalizers
             // left and no grace period running (pods in graceful termination stay).
             let terminating = meta(&object).contains_key("deletionTimestamp")
@@ -350,8 +441,9 @@ impl Api {
                 if dry_run {
                     return Ok(Written { object: current, warnings });
                 }
-                // The last finalizer is gone: the object goes.
-                self.store.delete(&key, kv.mod_revision).await
+                // The last finalizer is gone: the object goes, with what it held.
+                let side = if is_service(res) { services::releases(&stored) } else { Side::default() };
+                self.store.delete(&key, kv.mod_revision, &side).await
             } else {
                 let bytes = codec::encode(&object);
                 if bytes == kv.value || dry_run {
@@ -362,7 +454,9 @@ impl Api {
                     codec::set_resource_version(&mut object, kv.mod_revision);
                     return Ok(Written { object: res.ops.to_served(object), warnings });
                 }
-                self.store.update(&key, bytes, kv.mod_revision).await
+                let mut side = allocation.as_ref().map(|a| a.side.clone()).unwrap_or_default();
+                side.ttl = self.ttl(res);
+                self.store.update(&key, bytes, kv.mod_revision, &side).await
             };
             match result {
                 Ok(rev) => {
@@ -372,6 +466,12 @@ impl Api {
                 Err(StorageError::Conflict { current: Some(latest), .. }) if !pinned || !from_etcd => {
                     next = Some(*latest);
                     from_etcd = true;
+                }
+                Err(StorageError::Claimed(k)) => {
+                    if let Some(e) = allocation.as_ref().and_then(|a| a.conflict(res, name, &k)) {
+                        return Err(e);
+                    }
+                    // A random pick lost a race: pick again.
                 }
                 Err(e) => return Err(from_storage(res, name, e)),
             }
@@ -391,7 +491,25 @@ impl Api {
     ) -> Result<()> {
         if mode == Mode::Status {
             let status = candidate.get("status").cloned();
+            let managed_fields = candidate.pointer("/metadata/managedFields").cloned();
+            // Kubernetes' Deployment status strategy keeps spec and labels only, so the
+            // deployment controller records the revision annotation with its status write.
+            let annotations = (res.generation == GenerationPolicy::SpecAndAnnotations)
+                .then(|| meta(candidate).get("annotations").cloned())
+                .flatten();
             *candidate = current.clone();
+            if let Some(mf) = managed_fields {
+                meta_mut(candidate).insert("managedFields".into(), mf);
+            }
+            match annotations {
+                Some(a) => {
+                    meta_mut(candidate).insert("annotations".into(), a);
+                }
+                None if res.generation == GenerationPolicy::SpecAndAnnotations => {
+                    meta_mut(candidate).remove("annotations");
+                }
+                None => {}
+            }
             match status {
                 Some(s) => candidate["status"] = s,
                 None => {
@@ -486,8 +604,9 @@ impl Api {
     pub(super) async fn create(&self, req: &Request<'_>) -> Result<Reply> {
         let t = &req.target;
         let body = parse_body(req.content_type, &req.body)?;
+        let track = Track::Update { manager: req.manager(), subresource: None };
         let written = self
-            .create_object(t.res, t.namespace.as_deref(), body, req.query.field_validation, req.query.dry_run)
+            .create_object(t.res, t.namespace.as_deref(), body, req.query.field_validation, req.query.dry_run, track)
             .await?;
         let mut reply = Reply::value(201, &written.object);
         reply.warnings = written.warnings;
@@ -502,6 +621,7 @@ impl Api {
         mut obj: Value,
         validation: FieldValidation,
         dry_run: bool,
+        track: Track<'_>,
     ) -> Result<Written> {
         check_type(res, &mut obj)?;
         check_meta_types(res, &obj)?;
@@ -543,7 +663,14 @@ impl Api {
             }
         }
         match (res.group, res.kind) {
-            ("", "Pod") => obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(&obj)}),
+            ("", "Pod") => {
+                obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(&obj)});
+                add_default_tolerations(
+                    &mut obj,
+                    self.options.default_not_ready_toleration_seconds,
+                    self.options.default_unreachable_toleration_seconds,
+                );
+            }
             ("", "Namespace") => obj["status"] = json!({"phase": "Active"}),
             _ => {}
         }
@@ -556,17 +683,33 @@ impl Api {
             };
             meta_mut(&mut obj).insert("name".into(), Value::String(name.clone()));
             let (mut object, warnings) = admit(res, &name, obj.clone(), None, validation)?;
+            let api_version = res.api_version();
+            if let Some(w) = track.writer(res, &api_version, &now()) {
+                managed::track_update(None, &mut object, &w);
+            }
+            let allocation = match is_service(res) {
+                true => Some(self.allocate_service(res, &name, &mut object, None).await?),
+                false => None,
+            };
             if dry_run {
                 return Ok(Written { object: res.ops.to_served(object), warnings });
             }
             let key = res.key(namespace, &name);
             let guard_ref = guard.as_ref().map(|(k, r)| (k.as_str(), *r));
-            match self.store.create(&key, codec::encode(&object), guard_ref).await {
+            let mut side = allocation.as_ref().map(|a| a.side.clone()).unwrap_or_default();
+            side.ttl = self.ttl(res);
+            match self.store.create(&key, codec::encode(&object), guard_ref, &side).await {
                 Ok(rev) => {
                     codec::set_resource_version(&mut object, rev);
                     return Ok(Written { object: res.ops.to_served(object), warnings });
                 }
                 Err(StorageError::AlreadyExists(_)) if fixed.is_none() && attempt < 4 => continue,
+                Err(StorageError::Claimed(k)) => {
+                    if let Some(e) = allocation.as_ref().and_then(|a| a.conflict(res, &name, &k)) {
+                        return Err(e);
+                    }
+                    // A random pick lost a race: pick again.
+                }
                 Err(StorageError::GuardChanged(_)) if attempt < 4 => {
                     // The namespace changed since the cache saw it: look again, in etcd.
                     if let Some(ns) = namespace {
@@ -576,7 +719,9 @@ impl Api {
                 Err(e) => return Err(from_storage(res, &name, e)),
             }
         }
-        Err(ApiError::internal("could not generate a unique name"))
+        // Every attempt collided (generated names, or allocations lost to concurrent creates).
+        let name = fixed.or(generate).unwrap_or_default();
+        Err(ApiError::conflict_msg(res, &name, "too many concurrent creates collided; please retry"))
     }
 
     /// PUT: replace an object.
@@ -596,10 +741,113 @@ impl Api {
 
     pub(super) async fn patch_with_mode(&self, req: &Request<'_>, mode: Mode) -> Result<Reply> {
         let patch = Patch::parse(req.content_type, &req.body)?;
+        if let Patch::Apply(config) = &patch {
+            return self.apply(req, mode, config).await;
+        }
+        if req.query.force {
+            return Err(ApiError::invalid_patch_options(FieldError::forbidden(
+                "force",
+                "may not be specified for non-apply patch",
+            )));
+        }
         let written = self.update_loop(req.update(mode, req.query.field_validation), |cur| patch.apply(cur)).await?;
         let mut reply = Reply::value(200, &written.object);
         reply.warnings = written.warnings;
         Ok(reply)
+    }
+
+    /// PATCH with `application/apply-patch+yaml`: server-side apply, creating the object if it is missing.
+    async fn apply(&self, req: &Request<'_>, mode: Mode, config: &Value) -> Result<Reply> {
+        let t = &req.target;
+        let res = t.res;
+        let name = t.name.as_deref().unwrap_or_default();
+        let Some(manager) = req.query.field_manager.as_deref() else {
+            return Err(ApiError::invalid_patch_options(FieldError::required(
+                "fieldManager",
+                "is required for apply patch",
+            )));
+        };
+        if manager.len() > 128 {
+            return Err(ApiError::invalid_patch_options(FieldError::too_long("fieldManager", 128)));
+        }
+        let api_version = res.api_version();
+        let subresource = (mode == Mode::Status).then_some("status");
+        let now = now();
+        let writer = managed::Writer {
+            manager,
+            api_version: &api_version,
+            kind: res.kind,
+            subresource,
+            scope: scope(res, subresource),
+            now: &now,
+        };
+        if !managed::supports(&api_version, res.kind) {
+            return Err(ApiError::unsupported_patch(res.kind));
+        }
+        let force = req.query.force;
+        let to_api = |e: managed::ApplyError| match e {
+            managed::ApplyError::Conflicts(c) => {
+                let message = managed::ApplyError::Conflicts(c.clone()).to_string();
+                ApiError::apply_conflict(&c, message)
+            }
+            managed::ApplyError::Invalid(m) => ApiError::unprocessable(m),
+            managed::ApplyError::Unsupported(_) => ApiError::unsupported_patch(res.kind),
+        };
+        let mut update = req.update(mode, req.query.field_validation);
+        update.track = Track::Applied;
+        for _ in 0..3 {
+            match self
+                .update_loop(update, |cur| managed::apply(Some(cur), config, &writer, force).map_err(to_api))
+                .await
+            {
+                Ok(written) => {
+                    let mut reply = Reply::value(200, &written.object);
+                    reply.warnings = written.warnings;
+                    return Ok(reply);
+                }
+                Err(e) if e.code == 404 && mode == Mode::Main => {}
+                Err(e) => return Err(e),
+            }
+            // Apply creates what is missing.
+            let mut obj = managed::apply(None, config, &writer, force).map_err(to_api)?;
+            match meta_str(&obj, "name") {
+                None => {
+                    meta_mut(&mut obj).insert("name".into(), Value::String(name.into()));
+                }
+                Some(n) if n == name => {}
+                Some(n) => {
+                    return Err(ApiError::bad_request(format!(
+                        "the name of the object ({n}) does not match the name on the URL ({name})"
+                    )))
+                }
+            }
+            if obj.get("apiVersion").is_none() {
+                obj["apiVersion"] = Value::String(api_version.clone());
+            }
+            if obj.get("kind").is_none() {
+                obj["kind"] = Value::String(res.kind.into());
+            }
+            let created = self
+                .create_object(
+                    res,
+                    t.namespace.as_deref(),
+                    obj,
+                    req.query.field_validation,
+                    req.query.dry_run,
+                    Track::Applied,
+                )
+                .await;
+            match created {
+                Ok(written) => {
+                    let mut reply = Reply::value(201, &written.object);
+                    reply.warnings = written.warnings;
+                    return Ok(reply);
+                }
+                Err(e) if e.reason == "AlreadyExists" => continue, // created meanwhile: apply onto it
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ApiError::conflict_msg(res, name, "the object was created and deleted concurrently; please retry"))
     }
 
     /// DELETE one object.
@@ -693,7 +941,8 @@ impl Api {
                     return Ok(Deleted::Pending(res.ops.to_served(next)));
                 }
                 let bytes = codec::encode(&next);
-                match self.store.update(&key, bytes, kv.mod_revision).await {
+                let side = Side { ttl: self.ttl(res), ..Default::default() };
+                match self.store.update(&key, bytes, kv.mod_revision, &side).await {
                     Ok(rev) => {
                         codec::set_resource_version(&mut next, rev);
                         return Ok(Deleted::Pending(res.ops.to_served(next)));
@@ -705,7 +954,8 @@ impl Api {
             if opts.dry_run {
                 return Ok(Deleted::Gone(res.ops.to_served(stored)));
             }
-            match self.store.delete(&key, kv.mod_revision).await {
+            let side = if is_service(res) { services::releases(&stored) } else { Side::default() };
+            match self.store.delete(&key, kv.mod_revision, &side).await {
                 Ok(rev) => {
                     codec::set_resource_version(&mut next, rev);
                     return Ok(Deleted::Gone(res.ops.to_served(next)));
@@ -767,6 +1017,8 @@ pub(super) enum Patch {
     Json(Value),
     /// Kubernetes strategic merge patch (built-in kinds).
     Strategic(Value),
+    /// Server-side apply: the applied configuration.
+    Apply(Value),
 }
 
 impl Patch {
@@ -804,6 +1056,14 @@ impl Patch {
                 }
                 Ok(Patch::Json(v))
             }
+            "application/apply-patch+yaml" => {
+                let v: Value = serde_yaml::from_slice(body)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+                if !v.is_object() {
+                    return Err(ApiError::bad_request("the applied configuration must be a YAML or JSON object"));
+                }
+                Ok(Patch::Apply(v))
+            }
             other => Err(ApiError::unsupported_media_type(other)),
         }
     }
@@ -825,6 +1085,7 @@ impl Patch {
                     }
                 })?
             }
+            Patch::Apply(_) => return Err(ApiError::unsupported_media_type("application/apply-patch+yaml")),
             Patch::Json(p) => ferry_api::patch::json_patch(&mut v, p).map_err(|e| {
                 if e.is_malformed() {
                     ApiError::bad_request(e.to_string())
@@ -844,7 +1105,7 @@ pub async fn ensure_default_namespaces(api: &Api) -> Result<()> {
     let res = api.table.lookup("", "v1", "namespaces").ok_or_else(|| ApiError::internal("no namespaces"))?;
     for ns in DEFAULT_NAMESPACES {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        match api.create_object(res, None, obj, FieldValidation::Strict, false).await {
+        match api.create_object(res, None, obj, FieldValidation::Strict, false, Track::Off).await {
             Ok(_) => tracing::info!(namespace = ns, "created namespace"),
             Err(e) if e.code == 409 => {}
             Err(e) => return Err(e),
@@ -856,6 +1117,31 @@ pub async fn ensure_default_namespaces(api: &Api) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_tolerations() {
+        let mut pod = json!({"spec": {"containers": []}});
+        add_default_tolerations(&mut pod, 300, 120);
+        assert_eq!(
+            pod["spec"]["tolerations"],
+            json!([
+                {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+                {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 120}
+            ])
+        );
+        let mut own = json!({"spec": {"tolerations": [{"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+            "effect": "NoExecute", "tolerationSeconds": 5}]}});
+        add_default_tolerations(&mut own, 300, 300);
+        assert_eq!(
+            own["spec"]["tolerations"].as_array().map(Vec::len),
+            Some(2),
+            "its own unreachable toleration stays"
+        );
+        assert_eq!(own["spec"]["tolerations"][0]["tolerationSeconds"], 5);
+        let mut all = json!({"spec": {"tolerations": [{"operator": "Exists"}]}});
+        add_default_tolerations(&mut all, 300, 300);
+        assert_eq!(all["spec"]["tolerations"].as_array().map(Vec::len), Some(1), "tolerating everything is enough");
+    }
 
     #[test]
     fn qos_classes() {
