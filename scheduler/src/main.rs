@@ -30,6 +30,9 @@ struct Args {
     /// Percentage of nodes to find feasible before scoring (0: adaptive, like Kubernetes).
     #[arg(long, default_value_t = 0)]
     percentage_of_nodes_to_score: u32,
+    /// Bindings in flight at once.
+    #[arg(long, default_value_t = 64)]
+    bind_concurrency: usize,
     /// Do not publish Scheduled/FailedScheduling events.
     #[arg(long)]
     no_events: bool,
@@ -59,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
     let config = Config {
         percentage_of_nodes_to_score: Some(args.percentage_of_nodes_to_score).filter(|p| *p > 0),
         events: !args.no_events,
+        bind_concurrency: args.bind_concurrency.max(1),
         ..Config::default()
     };
     let scheduler = Scheduler::new(client, config, metrics);

@@ -240,6 +240,14 @@ impl Scheduler {
                     Err(NoPreemption::NoVictims) if fit.num_nodes > 0 => {
                         message = format!("{message} {}", preemption::message(&fit));
                     }
+                    Err(NoPreemption::PolicyNever) => {
+                        message = format!("{message} preemption: not eligible due to preemptionPolicy=Never.");
+                    }
+                    Err(NoPreemption::VictimsTerminating) => {
+                        message = format!(
+                            "{message} preemption: not eligible due to a terminating pod on the nominated node."
+                        );
+                    }
                     Err(_) => {}
                 }
                 self.queue.unschedulable(&key);
