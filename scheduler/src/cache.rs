@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod, PodAffinityTerm, Taint, WeightedPodAffinityTerm};
 
+use crate::plugins::Term;
 use crate::resources::{node_allocatable, pod_requests, PodRequests, Resources};
 
 /// The zone label used for default spreading.
@@ -59,6 +60,11 @@ pub struct PodInfo {
     pub preferred_anti_affinity: Vec<WeightedPodAffinityTerm>,
     /// Has a deletionTimestamp.
     pub terminating: bool,
+    /// The required anti-affinity terms, compiled once (they filter incoming pods).
+    pub required_anti_terms: Vec<Term>,
+    /// The preferred terms, compiled once, weight negative for anti-affinity (they score
+    /// incoming pods).
+    pub preferred_terms: Vec<Term>,
 }
 
 impl PodInfo {
@@ -107,7 +113,24 @@ impl PodInfo {
                 .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.clone())
                 .unwrap_or_default(),
             terminating: pod.metadata.deletion_timestamp.is_some(),
+            required_anti_terms: Vec::new(),
+            preferred_terms: Vec::new(),
         }
+        .compile_terms()
+    }
+
+    fn compile_terms(mut self) -> PodInfo {
+        let ns = &self.namespace;
+        self.required_anti_terms = self.required_anti_affinity.iter().map(|t| Term::new(t, ns, 1)).collect();
+        let weighted =
+            |t: &WeightedPodAffinityTerm, sign: i64| Term::new(&t.pod_affinity_term, ns, sign * i64::from(t.weight));
+        self.preferred_terms = self
+            .preferred_affinity
+            .iter()
+            .map(|t| weighted(t, 1))
+            .chain(self.preferred_anti_affinity.iter().map(|t| weighted(t, -1)))
+            .collect();
+        self
     }
 
     /// Whether the pod has any inter-pod (anti-)affinity terms.
@@ -203,6 +226,8 @@ pub struct Cache {
     by_owner: HashMap<String, HashMap<String, u32>>,
     /// Number of placed pods with inter-pod affinity terms.
     affinity_pods: usize,
+    /// Number of placed pods with required anti-affinity terms.
+    required_anti_pods: usize,
     /// Pending pods nominated to a node by preemption, per node.
     nominated: HashMap<String, Vec<Arc<PodInfo>>>,
     /// Node each nominated pod waits for.
@@ -323,6 +348,9 @@ impl Cache {
         if pod.has_affinity() {
             self.affinity_pods += 1;
         }
+        if !pod.required_anti_terms.is_empty() {
+            self.required_anti_pods += 1;
+        }
         if let Some(owner) = &pod.owner_uid {
             *self.by_owner.entry(owner.clone()).or_default().entry(pod.node_name.clone()).or_default() += 1;
         }
@@ -338,6 +366,9 @@ impl Cache {
         let Some(pod) = self.pods.remove(key) else { return };
         if pod.has_affinity() {
             self.affinity_pods -= 1;
+        }
+        if !pod.required_anti_terms.is_empty() {
+            self.required_anti_pods -= 1;
         }
         if let Some(owner) = &pod.owner_uid {
             if let Some(m) = self.by_owner.get_mut(owner) {
@@ -425,6 +456,11 @@ impl Cache {
     /// Whether any placed pod has inter-pod affinity terms.
     pub fn any_affinity_pods(&self) -> bool {
         self.affinity_pods > 0
+    }
+
+    /// Whether any placed pod has required anti-affinity terms.
+    pub fn any_required_anti_affinity_pods(&self) -> bool {
+        self.required_anti_pods > 0
     }
 }
 

@@ -23,10 +23,6 @@ pub struct FilterState {
     self_match: bool,
 }
 
-fn compile_existing(p: &PodInfo) -> Vec<Term> {
-    p.required_anti_affinity.iter().map(|t| Term::new(t, &p.namespace, 1)).collect()
-}
-
 /// Computes the counts for `pod` against every placed pod.
 pub fn prefilter(pod: &PodCtx<'_>, cache: &Cache) -> FilterState {
     let mut s = FilterState {
@@ -36,7 +32,7 @@ pub fn prefilter(pod: &PodCtx<'_>, cache: &Cache) -> FilterState {
     };
     s.self_match = pod.affinity.iter().all(|t| t.matches(&pod.info.namespace, &pod.info.labels));
     let own_terms = !(pod.affinity.is_empty() && pod.anti_affinity.is_empty());
-    if !own_terms && !cache.any_affinity_pods() {
+    if !own_terms && !cache.any_required_anti_affinity_pods() {
         return s;
     }
     for node in cache.nodes() {
@@ -48,8 +44,8 @@ pub fn prefilter(pod: &PodCtx<'_>, cache: &Cache) -> FilterState {
                 count(&pod.affinity, &mut s.affinity, existing, node);
                 count(&pod.anti_affinity, &mut s.anti, existing, node);
             }
-            if !existing.required_anti_affinity.is_empty() {
-                for t in compile_existing(existing) {
+            if !existing.required_anti_terms.is_empty() {
+                for t in &existing.required_anti_terms {
                     if t.matches(&pod.info.namespace, &pod.info.labels) {
                         if let Some(v) = node.labels.get(&t.topology_key) {
                             *s.existing_anti.entry((t.topology_key.clone(), v.clone())).or_default() += 1;
@@ -139,16 +135,9 @@ pub fn prescore(pod: &PodCtx<'_>, cache: &Cache) -> ScoreState {
                     }
                 }
             }
-            for t in &existing.preferred_affinity {
-                let term = Term::new(&t.pod_affinity_term, &existing.namespace, i64::from(t.weight));
-                if term.matches(&pod.info.namespace, &pod.info.labels) {
-                    add(&term.topology_key, &node.labels, term.weight);
-                }
-            }
-            for t in &existing.preferred_anti_affinity {
-                let term = Term::new(&t.pod_affinity_term, &existing.namespace, i64::from(t.weight));
-                if term.matches(&pod.info.namespace, &pod.info.labels) {
-                    add(&term.topology_key, &node.labels, -term.weight);
+            for t in &existing.preferred_terms {
+                if t.matches(&pod.info.namespace, &pod.info.labels) {
+                    add(&t.topology_key, &node.labels, t.weight);
                 }
             }
         }
