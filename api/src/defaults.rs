@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event as EventV1;
+use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 
@@ -398,6 +399,10 @@ pub fn endpoint_slice(e: &mut EndpointSlice) {
 
 /// Lease defaults: none.
 pub fn lease(_l: &mut Lease) {}
+/// PriorityClass defaults: preemptionPolicy PreemptLowerPriority (`SetDefaults_PriorityClass`).
+pub fn priority_class(pc: &mut PriorityClass) {
+    set_str(&mut pc.preemption_policy, "PreemptLowerPriority");
+}
 /// events.k8s.io/v1 Event defaults: none.
 pub fn events_v1_event(_e: &mut EventV1) {}
 

@@ -11,6 +11,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event as EventV1;
+use k8s_openapi::api::scheduling::v1::PriorityClass;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -90,6 +91,7 @@ rules!(Deployment, deployment);
 rules!(Lease, lease);
 rules!(EndpointSlice, endpoint_slice);
 rules!(EventV1, events_v1_event);
+rules!(PriorityClass, priority_class);
 
 /// [`KindOps`] for a kind whose served form is its storage form.
 pub struct Typed<K>(PhantomData<fn() -> K>);
@@ -266,6 +268,8 @@ pub static DEPLOYMENT: Typed<Deployment> = Typed::new();
 pub static LEASE: Typed<Lease> = Typed::new();
 /// EndpointSlice.
 pub static ENDPOINT_SLICE: Typed<EndpointSlice> = Typed::new();
+/// PriorityClass.
+pub static PRIORITY_CLASS: Typed<PriorityClass> = Typed::new();
 /// events.k8s.io/v1 Event.
 pub static EVENTS_V1_EVENT: EventsV1 = EventsV1;
 

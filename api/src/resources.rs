@@ -503,6 +503,24 @@ resource!(EVENTS_V1 {
     ops: &kinds::EVENTS_V1_EVENT,
     returns_deleted_object: false,
 });
+resource!(PRIORITY_CLASSES {
+    group: "scheduling.k8s.io",
+    version: "v1",
+    kind: "PriorityClass",
+    plural: "priorityclasses",
+    singular: "priorityclass",
+    namespaced: false,
+    short_names: &["pc"],
+    categories: &[],
+    subresources: &[],
+    storage_group: "scheduling.k8s.io",
+    storage_plural: "priorityclasses",
+    generation: GenerationPolicy::None,
+    status: StatusPolicy::Inline,
+    fields: &[],
+    ops: &kinds::PRIORITY_CLASS,
+    returns_deleted_object: false,
+});
 
 impl ResourceTable {
     /// The built-in kinds.
@@ -523,6 +541,7 @@ impl ResourceTable {
                 &LEASES,
                 &ENDPOINT_SLICES,
                 &EVENTS_V1,
+                &PRIORITY_CLASSES,
             ],
         }
     }

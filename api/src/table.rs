@@ -53,6 +53,13 @@ pub fn cells(group: &str, plural: &str, obj: &Value, now: DateTime<Utc>) -> Vec<
             age(obj, now),
         ],
         Printer::ServiceAccount => vec![name(obj), len(&obj["secrets"]).into(), age(obj, now)],
+        Printer::PriorityClass => vec![
+            name(obj),
+            obj["value"].as_i64().unwrap_or(0).into(),
+            obj["globalDefault"].as_bool().unwrap_or(false).into(),
+            age(obj, now),
+            text(obj, &["preemptionPolicy"]),
+        ],
         Printer::Default => default_cells(obj),
     }
 }
@@ -178,6 +185,7 @@ enum Printer {
     EndpointSlice,
     Lease,
     ServiceAccount,
+    PriorityClass,
     Default,
 }
 
@@ -197,6 +205,7 @@ fn printer(group: &str, plural: &str) -> Printer {
         ("coordination.k8s.io", "leases") => Printer::Lease,
         ("discovery.k8s.io", "endpointslices") => Printer::EndpointSlice,
         ("" | "core", "serviceaccounts") => Printer::ServiceAccount,
+        ("scheduling.k8s.io", "priorityclasses") => Printer::PriorityClass,
         _ => Printer::Default,
     }
 }
@@ -306,6 +315,13 @@ impl Printer {
             Printer::ServiceAccount => {
                 &[NAME, ("Secrets", "string", 0, "Number of secrets of this ServiceAccount."), AGE]
             }
+            Printer::PriorityClass => &[
+                NAME,
+                ("Value", "integer", 0, "The value of this priority class."),
+                ("Global-Default", "boolean", 0, "Whether this is the default priority for pods without a class."),
+                AGE,
+                ("PreemptionPolicy", "string", 0, "The policy for preempting pods with lower priority."),
+            ],
             Printer::Default => &[NAME, ("Created At", "date", 0, AGE_DOC)],
         }
     }

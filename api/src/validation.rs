@@ -16,6 +16,7 @@ pub mod meta;
 pub mod names;
 mod pod;
 pub mod quantity;
+pub mod scheduling;
 mod service;
 mod volume;
 
@@ -35,6 +36,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event as EventV1;
+use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -135,6 +137,10 @@ pub fn lease(new: &Lease, old: Option<&Lease>) -> Vec<FieldError> {
 /// Validate a discovery.k8s.io/v1 EndpointSlice.
 pub fn endpoint_slice(new: &EndpointSlice, old: Option<&EndpointSlice>) -> Vec<FieldError> {
     discovery::endpoint_slice(new, old)
+}
+/// Validate a scheduling.k8s.io/v1 PriorityClass.
+pub fn priority_class(new: &PriorityClass, old: Option<&PriorityClass>) -> Vec<FieldError> {
+    scheduling::priority_class(new, old)
 }
 /// Validate a events.k8s.io/v1 Event.
 pub fn events_v1_event(new: &EventV1, old: Option<&EventV1>) -> Vec<FieldError> {

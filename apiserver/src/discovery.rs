@@ -217,7 +217,10 @@ mod tests {
         let g = group_list(&t);
         let names: Vec<&str> =
             g["groups"].as_array().expect("array").iter().filter_map(|g| g["name"].as_str()).collect();
-        assert_eq!(names, vec!["apps", "coordination.k8s.io", "discovery.k8s.io", "events.k8s.io"]);
+        assert_eq!(
+            names,
+            vec!["apps", "coordination.k8s.io", "discovery.k8s.io", "events.k8s.io", "scheduling.k8s.io"]
+        );
         assert!(version().as_object().expect("object").len() == 9);
     }
 }

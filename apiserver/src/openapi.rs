@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 use ferry_api::{ResourceInfo, ResourceTable, Subresource};
-use k8s_openapi::api::{apps, autoscaling, coordination, core, discovery, events};
+use k8s_openapi::api::{apps, autoscaling, coordination, core, discovery, events, scheduling};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::JsonSchema;
@@ -144,6 +144,7 @@ fn kind_schema(gen: &mut SchemaGenerator, r: &ResourceInfo) -> Option<String> {
         ("coordination.k8s.io", "v1", "Lease") => register::<coordination::v1::Lease>(gen),
         ("discovery.k8s.io", "v1", "EndpointSlice") => register::<discovery::v1::EndpointSlice>(gen),
         ("events.k8s.io", "v1", "Event") => register::<events::v1::Event>(gen),
+        ("scheduling.k8s.io", "v1", "PriorityClass") => register::<scheduling::v1::PriorityClass>(gen),
         _ => return None,
     })
 }

@@ -130,7 +130,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     // etcd may still be starting (a supervisor starts both at once): retry for a while.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while let Err(e) = rest::ensure_default_namespaces(&api).await {
+    while let Err(e) = bootstrap(&api).await {
         if Instant::now() > deadline || (e.code != 503 && e.code != 504) {
             shutdown.cancel();
             return Err(e.into());
@@ -167,6 +167,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shutdown,
         tasks,
     })
+}
+
+/// Objects that always exist: the default namespaces and the system PriorityClasses.
+async fn bootstrap(api: &Api) -> Result<(), ApiError> {
+    rest::ensure_default_namespaces(api).await?;
+    rest::ensure_system_priority_classes(api).await
 }
 
 /// Compact etcd to the revision seen one interval ago, as kube-apiserver does.

@@ -32,6 +32,7 @@ async fn kube_discovery_sees_every_kind() -> Result<()> {
             ("apps", "ReplicaSet", true),
             ("coordination.k8s.io", "Lease", true),
             ("events.k8s.io", "Event", true),
+            ("scheduling.k8s.io", "PriorityClass", false),
         ] {
             let (ar, caps) = find(group, kind).unwrap_or_else(|| panic!("{group}/{kind} not discovered"));
             assert_eq!(caps.scope == Scope::Namespaced, namespaced, "{kind}");

@@ -12,7 +12,9 @@ async fn openapi_v3_documents_describe_every_kind() -> Result<()> {
     let (code, index) = c.raw_json("GET", "/openapi/v3", None, Vec::new()).await?;
     assert_eq!(code, 200, "{index}");
     let paths = index["paths"].as_object().expect("paths");
-    for gv in ["api/v1", "apis/apps/v1", "apis/coordination.k8s.io/v1", "apis/events.k8s.io/v1"] {
+    for gv in
+        ["api/v1", "apis/apps/v1", "apis/coordination.k8s.io/v1", "apis/events.k8s.io/v1", "apis/scheduling.k8s.io/v1"]
+    {
         assert!(paths.contains_key(gv), "{gv} missing from {index}");
     }
     let table = ferry_api::ResourceTable::builtin();

@@ -23,14 +23,23 @@ impl Quantity {
         self.nanos < 0
     }
 
-    /// The value in units of 10^-9 (e.g. `1Mi` is 1048576 * 10^9, `100m` is 10^8).
-    pub fn as_nanos(self) -> i128 {
-        self.nanos
-    }
-
     /// Whether the quantity is a whole number.
     pub fn is_integer(self) -> bool {
         self.nanos % 1_000_000_000 == 0
+    }
+
+    /// The value in thousandths, rounded up (Kubernetes' `MilliValue`, used for cpu),
+    /// saturating at the bounds of `i64`.
+    pub fn milli_value(self) -> i64 {
+        let milli = self.nanos.div_euclid(1_000_000) + i128::from(self.nanos.rem_euclid(1_000_000) != 0);
+        i64::try_from(milli).unwrap_or(if milli < 0 { i64::MIN } else { i64::MAX })
+    }
+
+    /// The value in whole units, rounded up (Kubernetes' `Value`, used for memory and
+    /// storage), saturating at the bounds of `i64`.
+    pub fn value(self) -> i64 {
+        let units = self.nanos.div_euclid(1_000_000_000) + i128::from(self.nanos.rem_euclid(1_000_000_000) != 0);
+        i64::try_from(units).unwrap_or(if units < 0 { i64::MIN } else { i64::MAX })
     }
 }
 
@@ -132,6 +141,17 @@ pub fn compare_quantities(a: &str, b: &str) -> Option<Ordering> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn milli_and_unit_values_round_up() {
+        let q = |s: &str| parse_quantity(s).expect("valid quantity");
+        assert_eq!(q("100m").milli_value(), 100);
+        assert_eq!(q("1.5").milli_value(), 1500);
+        assert_eq!(q("1n").milli_value(), 1);
+        assert_eq!(q("1Gi").value(), 1 << 30);
+        assert_eq!(q("1500m").value(), 2);
+        assert_eq!(q("1e30").value(), i64::MAX);
+    }
 
     fn q(s: &str) -> Quantity {
         parse_quantity(s).unwrap_or_else(|| panic!("{s} should parse"))

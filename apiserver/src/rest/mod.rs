@@ -5,6 +5,7 @@
 //! deletecollection) or `subresource` (status, scale, binding, finalize). Every handler returns
 //! a [`Reply`] or an [`ApiError`]; the server turns either into an HTTP response.
 
+mod priority;
 pub mod proxy;
 mod read;
 mod services;
@@ -27,6 +28,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub use priority::ensure_system_priority_classes;
 pub use services::ServiceRanges;
 pub use write::ensure_default_namespaces;
 

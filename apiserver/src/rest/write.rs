@@ -418,6 +418,11 @@ impl Api {
             if allocates && mode == Mode::Main {
                 services::prepare_update(&mut candidate, &current);
             }
+            match (res.group, res.kind) {
+                ("", "Pod") => super::priority::preserve_pod_priority(&mut candidate, &stored),
+                ("scheduling.k8s.io", "PriorityClass") => self.check_single_default(res, &candidate)?,
+                _ => {}
+            }
             let old_for_validation = if mode == Mode::Internal { None } else { Some(&stored) };
             let (mut object, warnings) = admit(res, name, candidate, old_for_validation, validation)?;
             if res.generation != GenerationPolicy::None {
@@ -664,6 +669,7 @@ impl Api {
         }
         match (res.group, res.kind) {
             ("", "Pod") => {
+                self.admit_pod_priority(res, &mut obj).await?;
                 obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(&obj)});
                 add_default_tolerations(
                     &mut obj,
@@ -672,6 +678,7 @@ impl Api {
                 );
             }
             ("", "Namespace") => obj["status"] = json!({"phase": "Active"}),
+            ("scheduling.k8s.io", "PriorityClass") => self.check_single_default(res, &obj)?,
             _ => {}
         }
         // Try a few generated names on collision, as Kubernetes' clients would have to.
@@ -883,6 +890,9 @@ impl Api {
         name: &str,
         opts: &DeleteOptions,
     ) -> Result<Deleted> {
+        if res.kind == "PriorityClass" && super::priority::is_system_class(name) {
+            return Err(super::priority::system_class_delete_error(res, name));
+        }
         let key = res.key(namespace, name);
         for _ in 0..16 {
             let kv = self.store.get(&key).await.map_err(|e| from_storage(res, name, e))?;

@@ -12,8 +12,8 @@ pub mod image;
 pub mod pods_containerd;
 pub mod probe;
 pub mod pull;
-pub mod security;
 pub mod resolv;
+pub mod security;
 pub mod simulated;
 
 use k8s_openapi::api::core::v1::Pod;

@@ -671,23 +671,22 @@ impl ContainerdRuntime {
                 .and_then(|m| m.get(key))
                 .map(|q| {
                     ferry_api::validation::quantity::parse_quantity(&q.0)
-                        .map(|q| q.as_nanos())
                         .ok_or_else(|| bad(format!("container {}: bad quantity {key}={}", c.name, q.0)))
                 })
                 .transpose()
         };
-        let nanos_per = |n: i128, unit: i128| ((n + unit - 1) / unit).max(0) as u64;
+        let non_negative = |n: i64| n.max(0).unsigned_abs();
         if let Some(mem) = quantity(&resources.limits, "memory")? {
-            let bytes = nanos_per(mem, 1_000_000_000);
+            let bytes = non_negative(mem.value());
             spec["linux"]["resources"]["memory"] = serde_json::json!({"limit": bytes, "swap": bytes});
         }
         let request_cpu = quantity(&resources.requests, "cpu")?.or(quantity(&resources.limits, "cpu")?);
         let mut cpu = serde_json::Map::new();
         // Kubernetes: shares = millicores * 1024 / 1000 (min 2); quota = limit over a 100 ms period.
-        let shares = request_cpu.map(|n| nanos_per(n, 1_000_000) * 1024 / 1000).unwrap_or(2).max(2);
+        let shares = request_cpu.map(|q| non_negative(q.milli_value()).saturating_mul(1024) / 1000).unwrap_or(2).max(2);
         cpu.insert("shares".into(), shares.into());
         if let Some(limit) = quantity(&resources.limits, "cpu")? {
-            let quota = (nanos_per(limit, 1_000_000) * 100).max(1000);
+            let quota = non_negative(limit.milli_value()).saturating_mul(100).max(1000);
             cpu.insert("quota".into(), quota.into());
             cpu.insert("period".into(), 100_000u64.into());
         }
