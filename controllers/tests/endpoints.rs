@@ -19,7 +19,8 @@ fn start_controllers(client: kube::Client, stop: CancellationToken) -> tokio::ta
     leader.renew_deadline = Duration::from_secs(2);
     leader.retry_period = Duration::from_millis(200);
     tokio::spawn(async move {
-        let _ = ferry_controllers::run(client, Config { leader, concurrency: 4 }, stop).await;
+        let _ =
+            ferry_controllers::run(client, Config { leader, concurrency: 4, nodes: Default::default() }, stop).await;
     })
 }
 
