@@ -94,6 +94,16 @@ struct ClientLog {
     partial: String,
 }
 
+/// The content of a CRI-format log line (`<time> <stream> <P|F> <content>`, what the nodelet's
+/// log driver writes); other lines as they are.
+fn cri_content(line: &str) -> &str {
+    let mut parts = line.splitn(4, ' ');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(_), Some("stdout" | "stderr"), Some("P" | "F"), Some(content)) => content,
+        _ => line,
+    }
+}
+
 impl ClientLog {
     fn poll(&mut self) {
         let Ok(data) = std::fs::read(&self.path) else { return };
@@ -105,7 +115,7 @@ impl ClientLog {
         self.read = data.len();
         while let Some(i) = self.partial.find('\n') {
             let line: String = self.partial.drain(..=i).collect();
-            self.lines.push((now, line.trim().to_string()));
+            self.lines.push((now, cri_content(line.trim()).to_string()));
         }
     }
 

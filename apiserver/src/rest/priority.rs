@@ -154,12 +154,22 @@ impl Api {
     }
 
     /// Refuses a second `globalDefault` class (`obj` is the class being created or updated).
-    pub(super) fn check_single_default(&self, res: &ResourceInfo, obj: &Value) -> Result<()> {
+    /// Reads etcd, not the watch cache, so a default created a moment ago is always seen.
+    pub(super) async fn check_single_default(&self, res: &ResourceInfo, obj: &Value) -> Result<()> {
         if !obj["globalDefault"].as_bool().unwrap_or(false) {
             return Ok(());
         }
         let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-        match self.default_class()? {
+        let prefix = res.key_prefix();
+        let page = self.store.list(&prefix, None, 0, 0).await.map_err(|e| from_storage(res, name, e))?;
+        let existing = page
+            .kvs
+            .iter()
+            .filter_map(|kv| codec::decode(&kv.key, &kv.value, kv.mod_revision).ok())
+            .map(|v| Class::from_json(&v))
+            .filter(|c| c.global_default)
+            .min_by_key(|c| c.value);
+        match existing {
             Some(existing) if existing.name != name => Err(forbidden(
                 res,
                 name,

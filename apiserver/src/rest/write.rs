@@ -420,7 +420,7 @@ impl Api {
             }
             match (res.group, res.kind) {
                 ("", "Pod") => super::priority::preserve_pod_priority(&mut candidate, &stored),
-                ("scheduling.k8s.io", "PriorityClass") => self.check_single_default(res, &candidate)?,
+                ("scheduling.k8s.io", "PriorityClass") => self.check_single_default(res, &candidate).await?,
                 _ => {}
             }
             let old_for_validation = if mode == Mode::Internal { None } else { Some(&stored) };
@@ -678,7 +678,7 @@ impl Api {
                 );
             }
             ("", "Namespace") => obj["status"] = json!({"phase": "Active"}),
-            ("scheduling.k8s.io", "PriorityClass") => self.check_single_default(res, &obj)?,
+            ("scheduling.k8s.io", "PriorityClass") => self.check_single_default(res, &obj).await?,
             _ => {}
         }
         // Try a few generated names on collision, as Kubernetes' clients would have to.
