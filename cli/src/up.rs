@@ -12,9 +12,13 @@
 //! supervisor runs in the background in its own process group and `ferry up` returns once the
 //! API is ready and every node is Ready.
 //!
+//! Node 1's nodelet also runs the service proxy (nftables table `ferry-<id>`; one proxy per
+//! kernel is enough, however many nodes share it).
+//!
 //! `ferry down` stops the supervisor, which stops its children last started first and, before
-//! containerd, runs `ferry-nodelet teardown` for each node (pods' containers, netns, CNI
-//! addresses, the bridge); then anything left (a supervisor that was killed) is swept. The same
+//! containerd, removes the proxy's table and runs `ferry-nodelet teardown` for each node (pods'
+//! containers, netns, CNI addresses, the bridge); then anything left (a supervisor that was
+//! killed) is swept. The same
 //! data dir brings the same cluster back with its objects.
 
 use anyhow::{bail, Context, Result};
@@ -195,6 +199,8 @@ struct NodeSpec {
     pod_cidr: String,
     root: PathBuf,
     port: u16,
+    /// The nftables table of the service proxy: node 1 runs the machine's one proxy.
+    proxy_table: Option<String>,
 }
 
 fn node_specs(a: &UpArgs, data: &Path) -> Result<Vec<NodeSpec>> {
@@ -217,6 +223,7 @@ fn node_specs(a: &UpArgs, data: &Path) -> Result<Vec<NodeSpec>> {
                 bridge: format!("fy{id}n{n}"),
                 root: data.join("nodes").join(&name),
                 port: a.nodelet_port.saturating_add(i as u16),
+                proxy_table: (i == 0).then(|| proxy_table(&id)),
                 name,
                 pod_cidr,
             }
@@ -282,6 +289,11 @@ pub async fn image_import(data_arg: Option<&Path>, bin_dir: Option<&Path>, archi
         }
     }
     Ok(())
+}
+
+/// The service proxy's nftables table in a cluster with this id.
+fn proxy_table(id: &str) -> String {
+    format!("ferry-{id}")
 }
 
 /// containerd's runtime directory: short (socket paths are limited to 108 bytes) and on tmpfs.
@@ -494,6 +506,14 @@ async fn run_components(a: &UpArgs, data: &Path) -> Result<()> {
                     &node.port.to_string(),
                 ]),
             };
+            let mut c = c;
+            if let Some(table) = &node.proxy_table {
+                c.args.extend(args(&[&"--proxy-mode", &"nftables", &"--proxy-table", table, &"--cluster-cidr", &a.cluster_cidr]));
+                teardowns.push(Component {
+                    args: args(&[&"--proxy-table", table, &"proxy", &"cleanup"]),
+                    ..c.clone()
+                });
+            }
             teardowns.push(Component { args: teardown_args(node, &socket), ..c.clone() });
             running.push(start(c, data));
             expected_nodes.push(node.name.clone());
@@ -846,6 +866,7 @@ fn sweep(data: &Path) {
         }
     }
     let id = cluster_id(data);
+    let _ = std::process::Command::new("nft").args(["delete", "table", "ip", &proxy_table(&id)]).output();
     for link in std::fs::read_dir("/sys/class/net").into_iter().flatten().flatten() {
         let name = link.file_name().to_string_lossy().into_owned();
         if name.starts_with(&format!("fy{id}n")) {

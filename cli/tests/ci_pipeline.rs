@@ -218,6 +218,11 @@ fn leftovers(data: &str, run_dir: &str, bridge: &str, netns_before: &[String]) -
     if Path::new("/sys/class/net").join(bridge).exists() {
         found.push(format!("link: {bridge}"));
     }
+    let table = format!("ferry-{}", bridge.trim_start_matches("fy").trim_end_matches("n1"));
+    let tables = Command::new("nft").args(["list", "tables"]).output().map(|o| o.stdout).unwrap_or_default();
+    if String::from_utf8_lossy(&tables).lines().any(|l| l.trim() == format!("table ip {table}")) {
+        found.push(format!("nftables: table ip {table}"));
+    }
     found
 }
 
@@ -311,6 +316,28 @@ fn ci_pipeline_with_ferry_and_stock_kubectl() -> Result<()> {
         Duration::from_secs(150),
     )?;
     assert_eq!(code, 0, "{out}");
+    // The service proxy: the Service's ClusterIP answers from the host.
+    let svc = tmp.path().join("left-svc.yaml");
+    std::fs::write(
+        &svc,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: left}\nspec:\n  selector: {app: left}\n  ports: [{port: 80, targetPort: 8080}]\n",
+    )?;
+    let (code, out) = run(&ferry(), &["--kubeconfig", &kc, "apply", "-f", &svc.to_string_lossy()], Duration::from_secs(30))?;
+    assert_eq!(code, 0, "{out}");
+    let (_, ip) = run(
+        &ferry(),
+        &["--kubeconfig", &kc, "get", "service", "left", "-o", "jsonpath={.spec.clusterIP}"],
+        Duration::from_secs(30),
+    )?;
+    let ip: std::net::Ipv4Addr = ip.trim().parse().with_context(|| format!("cluster IP {ip:?}"))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match http_get(std::net::SocketAddr::from((ip, 80))) {
+            Ok(head) if head.starts_with("HTTP/1.") => break,
+            other => assert!(Instant::now() < deadline, "the ClusterIP {ip}:80 answers HTTP: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let nodes_json = std::fs::read_to_string(data.join("nodes.json"))?;
     assert!(nodes_json.contains("ferry-1"), "{nodes_json}");
     let (code, out) = run(&ferry(), &["down", "--data-dir", &data_s], Duration::from_secs(90))?;
@@ -364,4 +391,15 @@ fn ci_pipeline_with_ferry_and_stock_kubectl() -> Result<()> {
 /// The id `ferry up` derives from the data dir (see `up.rs`): bridge names and /run/ferry/<id>.
 fn cluster_id(data: &Path) -> String {
     ferry_cli::up::cluster_id(data)
+}
+
+/// The status line of `GET /` (the cluster's own Service address, reached through the proxy).
+fn http_get(addr: std::net::SocketAddr) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+    conn.write_all(b"GET / HTTP/1.0\r\nHost: left\r\n\r\n")?;
+    let mut buf = Vec::new();
+    let _ = conn.read_to_end(&mut buf);
+    Ok(String::from_utf8_lossy(&buf).lines().next().unwrap_or_default().to_owned())
 }
