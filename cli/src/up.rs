@@ -508,11 +508,15 @@ async fn run_components(a: &UpArgs, data: &Path) -> Result<()> {
             };
             let mut c = c;
             if let Some(table) = &node.proxy_table {
-                c.args.extend(args(&[&"--proxy-mode", &"nftables", &"--proxy-table", table, &"--cluster-cidr", &a.cluster_cidr]));
-                teardowns.push(Component {
-                    args: args(&[&"--proxy-table", table, &"proxy", &"cleanup"]),
-                    ..c.clone()
-                });
+                c.args.extend(args(&[
+                    &"--proxy-mode",
+                    &"nftables",
+                    &"--proxy-table",
+                    table,
+                    &"--cluster-cidr",
+                    &a.cluster_cidr,
+                ]));
+                teardowns.push(Component { args: args(&[&"--proxy-table", table, &"proxy", &"cleanup"]), ..c.clone() });
             }
             teardowns.push(Component { args: teardown_args(node, &socket), ..c.clone() });
             running.push(start(c, data));

@@ -322,7 +322,8 @@ fn ci_pipeline_with_ferry_and_stock_kubectl() -> Result<()> {
         &svc,
         "apiVersion: v1\nkind: Service\nmetadata: {name: left}\nspec:\n  selector: {app: left}\n  ports: [{port: 80, targetPort: 8080}]\n",
     )?;
-    let (code, out) = run(&ferry(), &["--kubeconfig", &kc, "apply", "-f", &svc.to_string_lossy()], Duration::from_secs(30))?;
+    let (code, out) =
+        run(&ferry(), &["--kubeconfig", &kc, "apply", "-f", &svc.to_string_lossy()], Duration::from_secs(30))?;
     assert_eq!(code, 0, "{out}");
     let (_, ip) = run(
         &ferry(),
