@@ -851,7 +851,8 @@ fn sweep(data: &Path) {
             kill_tree(pid);
         }
     }
-    let data_s = data.display().to_string();
+    // Only what this cluster's containerd mounts: never anything else under the data dir.
+    let data_s = data.join("containerd").display().to_string();
     if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
         let mut points: Vec<&str> = mounts
             .lines()
