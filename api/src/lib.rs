@@ -16,6 +16,7 @@ pub mod resources;
 pub mod selector;
 pub mod strategic;
 pub mod table;
+pub mod taints;
 pub mod validation;
 
 pub use field_error::{CauseType, FieldError};

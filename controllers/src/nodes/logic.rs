@@ -187,26 +187,7 @@ pub fn zone_counts<'a>(nodes: impl Iterator<Item = (&'a Node, Health)>) -> BTree
     out
 }
 
-/// Whether `tol` tolerates `taint` (key, operator Exists/Equal, value, effect; an empty key with
-/// Exists tolerates everything, an empty effect every effect).
-pub fn tolerates(tol: &Toleration, taint: &Taint) -> bool {
-    if let Some(effect) = tol.effect.as_deref().filter(|e| !e.is_empty()) {
-        if effect != taint.effect {
-            return false;
-        }
-    }
-    let key = tol.key.as_deref().unwrap_or_default();
-    if !key.is_empty() && key != taint.key {
-        return false;
-    }
-    match tol.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => true,
-        "Equal" => {
-            !key.is_empty() && tol.value.as_deref().unwrap_or_default() == taint.value.as_deref().unwrap_or_default()
-        }
-        _ => false,
-    }
-}
+pub use ferry_api::taints::tolerates;
 
 /// When a pod on a node with these taints must be evicted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

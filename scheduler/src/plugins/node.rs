@@ -144,25 +144,7 @@ pub fn node_affinity_score(pod: &PodCtx<'_>, node: &NodeInfo) -> i64 {
     })
 }
 
-/// Whether a toleration tolerates a taint (Kubernetes' `ToleratesTaint`).
-pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    if let Some(effect) = t.effect.as_deref().filter(|e| !e.is_empty()) {
-        if effect != taint.effect {
-            return false;
-        }
-    }
-    let key = t.key.as_deref().unwrap_or_default();
-    if !key.is_empty() && key != taint.key {
-        return false;
-    }
-    match t.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => true,
-        "Equal" | "" => {
-            !key.is_empty() && t.value.as_deref().unwrap_or_default() == taint.value.as_deref().unwrap_or_default()
-        }
-        _ => false,
-    }
-}
+pub use ferry_api::taints::tolerates;
 
 /// TaintToleration (filter): every NoSchedule/NoExecute taint must be tolerated.
 pub fn taint_toleration(pod: &PodCtx<'_>, node: &NodeInfo) -> Result<(), Reason> {
