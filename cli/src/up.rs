@@ -163,14 +163,14 @@ pub async fn up(a: UpArgs) -> Result<()> {
 /// The /24 pod subnets of `count` nodes inside `cidr` (an IPv4 network of at most /23): the
 /// first /24 stays unused, node i (1-based) gets the i-th.
 pub fn node_subnets(cidr: &str, count: usize) -> Result<Vec<String>> {
-    let bad = || anyhow::anyhow!("--cluster-cidr {cidr:?} is not an IPv4 network like 10.244.0.0/16");
-    let (ip, prefix) = cidr.split_once('/').ok_or_else(bad)?;
-    let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| bad())?;
-    let prefix: u32 = prefix.parse().map_err(|_| bad())?;
+    let net: ipnet::Ipv4Net = cidr
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--cluster-cidr {cidr:?} is not an IPv4 network like 10.244.0.0/16"))?;
+    let prefix = u32::from(net.prefix_len());
     if !(8..=23).contains(&prefix) {
         bail!("--cluster-cidr {cidr:?}: the prefix must be between /8 and /23 (each node takes a /24)");
     }
-    let base = u32::from(ip) & (u32::MAX << (32 - prefix));
+    let base = u32::from(net.network());
     let available = (1usize << (24 - prefix)) - 1;
     if count > available {
         bail!("--cluster-cidr {cidr:?} has room for {available} nodes, not {count}");

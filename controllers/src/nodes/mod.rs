@@ -424,15 +424,14 @@ pub struct Ipam {
 impl Ipam {
     /// An allocator over `cidr` (IPv4, prefix /8 to /24).
     pub fn new(cidr: &str) -> Result<Self, String> {
-        let bad = || format!("--cluster-cidr {cidr:?} is not an IPv4 network like 10.244.0.0/16");
-        let (ip, prefix) = cidr.split_once('/').ok_or_else(bad)?;
-        let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
-        let prefix: u32 = prefix.parse().map_err(|_| bad())?;
+        let net: ipnet::Ipv4Net =
+            cidr.parse().map_err(|_| format!("--cluster-cidr {cidr:?} is not an IPv4 network like 10.244.0.0/16"))?;
+        let prefix = u32::from(net.prefix_len());
         if !(8..=24).contains(&prefix) {
             return Err(format!("--cluster-cidr {cidr:?}: the prefix must be /8 to /24 (nodes get /24s)"));
         }
         Ok(Self {
-            base: u32::from(ip) & (u32::MAX << (32 - prefix)),
+            base: u32::from(net.network()),
             count: 1 << (24 - prefix),
             warned: HashSet::new(),
             pending: HashMap::new(),
