@@ -363,6 +363,9 @@ pub(super) enum Deleted {
     Pending(Value),
 }
 
+/// How long one update keeps retrying compare-and-swap races before answering 409.
+const UPDATE_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Api {
     /// How long objects of `res` live after their last write: Events expire (`--event-ttl`), as in
     /// Kubernetes; everything else stays.
@@ -370,8 +373,8 @@ impl Api {
         (res.storage_group == "core" && res.storage_plural == "events").then_some(self.options.event_ttl).flatten()
     }
 
-    /// Read, mutate, validate and compare-and-swap one object, retrying on conflicts unless
-    /// the caller pinned a resourceVersion.
+    /// Read, mutate, validate and compare-and-swap one object, retrying on conflicts; a
+    /// resourceVersion the mutation leaves on the object must match the stored one (409 if not).
     ///
     /// The first attempt starts from the watch cache's copy (no etcd read); a failed
     /// compare-and-swap returns etcd's current value, which the next attempt uses. Decisions
@@ -388,7 +391,10 @@ impl Api {
         let mut next: Option<Kv> =
             self.cache.get(res, &key).1.map(|o| Kv { key: key.clone(), value: o.raw.clone(), mod_revision: o.rev });
         let mut from_etcd = false;
-        for _ in 0..16 {
+        // Like GuaranteedUpdate: no fixed number of attempts (each lost race means someone
+        // else's write went in), but a time budget so a pathological hot key answers 409.
+        let deadline = std::time::Instant::now() + UPDATE_BUDGET;
+        while std::time::Instant::now() < deadline {
             let kv = match next.take() {
                 Some(kv) => kv,
                 None => {
@@ -401,16 +407,14 @@ impl Api {
                 codec::decode(&key, &kv.value, kv.mod_revision).map_err(|e| ApiError::internal(e.to_string()))?;
             let current = res.ops.to_served(stored.clone());
             let mut candidate = mutate(&current)?;
-            let pinned = match meta_str(&candidate, "resourceVersion") {
-                Some(rv) if rv != kv.mod_revision.to_string() => {
+            if let Some(rv) = meta_str(&candidate, "resourceVersion") {
+                if rv != kv.mod_revision.to_string() {
                     if from_etcd {
                         return Err(ApiError::conflict(res, name));
                     }
                     continue; // the cached copy may be behind the client: ask etcd
                 }
-                Some(_) => true,
-                None => false,
-            };
+            }
             check_type(res, &mut candidate)?;
             check_meta_types(res, &candidate)?;
             self.reconcile_with_stored(res, name, namespace, mode, &current, &mut candidate)?;
@@ -468,7 +472,11 @@ impl Api {
                     codec::set_resource_version(&mut object, rev);
                     return Ok(Written { object: res.ops.to_served(object), warnings });
                 }
-                Err(StorageError::Conflict { current: Some(latest), .. }) if !pinned || !from_etcd => {
+                // Someone wrote meanwhile: mutate the latest copy again, as Kubernetes'
+                // GuaranteedUpdate does. A client-pinned resourceVersion (PUT body, or a patch
+                // that sets one) no longer matches it, and the check above answers 409; a patch
+                // without one simply applies to the newer object.
+                Err(StorageError::Conflict { current: Some(latest), .. }) => {
                     next = Some(*latest);
                     from_etcd = true;
                 }
