@@ -215,10 +215,13 @@ fn leftovers(data: &str, run_dir: &str, bridge: &str, netns_before: &[String]) -
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     found.extend(mounts.lines().filter(|l| l.contains(data) || l.contains(run_dir)).map(|l| format!("mount: {l}")));
     found.extend(netns().into_iter().filter(|n| !netns_before.contains(n)).map(|n| format!("netns: {n}")));
-    if Path::new("/sys/class/net").join(bridge).exists() {
-        found.push(format!("link: {bridge}"));
+    let id = bridge.trim_start_matches("fy").trim_end_matches("n1");
+    for link in [bridge.to_owned(), format!("fy{id}dns")] {
+        if Path::new("/sys/class/net").join(&link).exists() {
+            found.push(format!("link: {link}"));
+        }
     }
-    let table = format!("ferry-{}", bridge.trim_start_matches("fy").trim_end_matches("n1"));
+    let table = format!("ferry-{id}");
     let tables = Command::new("nft").args(["list", "tables"]).output().map(|o| o.stdout).unwrap_or_default();
     if String::from_utf8_lossy(&tables).lines().any(|l| l.trim() == format!("table ip {table}")) {
         found.push(format!("nftables: table ip {table}"));
@@ -257,6 +260,9 @@ fn ci_pipeline_with_ferry_and_stock_kubectl() -> Result<()> {
         [free_port()?, free_port()?, free_port()?, free_port()?, free_port()?].map(|p| p.to_string());
     // A /16 of its own so that tests running side by side never share pod routes.
     let cidr = format!("10.{}.0.0/16", 100 + (std::process::id() % 50));
+    // And a service range of its own: its 10th address is the cluster DNS, bound on the host.
+    let service_cidr = format!("10.{}.0.0/16", 150 + (std::process::id() % 50));
+    let dns_ip = format!("10.{}.0.10", 150 + (std::process::id() % 50));
     let netns_before = netns();
     let _down = Down(data_s.clone());
     let up_args = [
@@ -276,6 +282,8 @@ fn ci_pipeline_with_ferry_and_stock_kubectl() -> Result<()> {
         "1",
         "--cluster-cidr",
         &cidr,
+        "--service-cidr",
+        &service_cidr,
         "--nodelet-port",
         &nodelet_port,
     ];
@@ -338,6 +346,37 @@ fn ci_pipeline_with_ferry_and_stock_kubectl() -> Result<()> {
             other => assert!(Instant::now() < deadline, "the ClusterIP {ip}:80 answers HTTP: {other:?}"),
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+    // Cluster DNS from inside a pod: the short name resolves (search path from the pod's
+    // resolv.conf) to the ClusterIP, which the proxy sends to a pod.
+    let (_, pod) = run(
+        &ferry(),
+        &["--kubeconfig", &kc, "get", "pods", "-l", "app=left", "-o", "jsonpath={.items[0].metadata.name}"],
+        Duration::from_secs(30),
+    )?;
+    let (_, svc_ip) = run(
+        &ferry(),
+        &["--kubeconfig", &kc, "get", "service", "kube-dns", "-n", "kube-system", "-o", "jsonpath={.spec.clusterIP}"],
+        Duration::from_secs(30),
+    )?;
+    assert_eq!(svc_ip.trim(), dns_ip, "kube-dns holds the cluster DNS address");
+    // httpd serves no index here: its 404 proves the request reached a pod.
+    let script = "cat /etc/resolv.conf; nslookup left; timeout 5 wget -q -O /dev/null http://left; echo wget-done";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, out) = run(
+            &ferry(),
+            &["--kubeconfig", &kc, "exec", pod.trim(), "--", "sh", "-c", script],
+            Duration::from_secs(30),
+        )?;
+        if code == 0 && out.contains("server returned error: HTTP/1.1 404") {
+            assert!(out.contains(&format!("nameserver {dns_ip}")), "{out}");
+            assert!(out.contains("search default.svc.cluster.local svc.cluster.local cluster.local"), "{out}");
+            assert!(out.contains(&ip.to_string()), "left resolves to its ClusterIP {ip}: {out}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "http://left from a pod: exit {code}: {out}");
+        std::thread::sleep(Duration::from_millis(300));
     }
     let nodes_json = std::fs::read_to_string(data.join("nodes.json"))?;
     assert!(nodes_json.contains("ferry-1"), "{nodes_json}");

@@ -41,8 +41,13 @@ async fn main() -> anyhow::Result<()> {
         }
         None => kube::Client::try_default().await.context("no kubeconfig found; pass --kubeconfig")?,
     };
-    let config =
-        ferry_dns::Config { domain: args.cluster_domain, listen: args.listen, ttl: args.ttl, ..Default::default() };
+    let config = ferry_dns::Config {
+        domain: args.cluster_domain,
+        listen: args.listen,
+        ttl: args.ttl,
+        upstream: args.upstream,
+        ..Default::default()
+    };
     let running = ferry_dns::start(client, config).await?;
     for a in &running.addrs {
         println!("ferry-dns serving on {a} (udp, tcp)");

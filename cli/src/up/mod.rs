@@ -13,13 +13,16 @@
 //! API is ready and every node is Ready.
 //!
 //! Node 1's nodelet also runs the service proxy (nftables table `ferry-<id>`; one proxy per
-//! kernel is enough, however many nodes share it).
+//! kernel is enough, however many nodes share it). `ferry-dns` answers on 127.0.0.1 and, for
+//! pods, on the cluster DNS address (see [`dns`]), which the nodelets put in pods' resolv.conf.
 //!
 //! `ferry down` stops the supervisor, which stops its children last started first and, before
 //! containerd, removes the proxy's table and runs `ferry-nodelet teardown` for each node (pods'
 //! containers, netns, CNI addresses, the bridge); then anything left (a supervisor that was
 //! killed) is swept. The same
 //! data dir brings the same cluster back with its objects.
+
+mod dns;
 
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, killpg, Signal};
@@ -74,6 +77,13 @@ pub struct UpArgs {
     /// Pod address range: node i gets the i-th /24 in it (the first /24 is left unused).
     #[arg(long, default_value = "10.244.0.0/16")]
     pub cluster_cidr: String,
+    /// Service ClusterIP range; its 10th address is the cluster DNS (Service kube-system/kube-dns).
+    /// Two clusters on one machine need distinct ranges.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    pub service_cidr: String,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
     /// Seconds to wait for readiness.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
@@ -148,6 +158,7 @@ pub async fn up(a: UpArgs) -> Result<()> {
         }
     }
     node_subnets(&a.cluster_cidr, a.nodes)?;
+    dns::address(&a.service_cidr)?;
     if a.nodes > 0 && !nix::unistd::geteuid().is_root() {
         bail!(
             "running pods needs root (network namespaces, CNI, containerd); run as root, \
@@ -338,6 +349,8 @@ async fn detach(a: &UpArgs, data: &Path) -> Result<()> {
         .args(["--nodes", &a.nodes.to_string()])
         .args(["--simulated-nodes", &a.simulated_nodes.to_string()])
         .args(["--cluster-cidr", &a.cluster_cidr])
+        .args(["--service-cidr", &a.service_cidr])
+        .args(["--cluster-domain", &a.cluster_domain])
         .args(["--node-ip", &a.node_ip.to_string()])
         .args(["--nodelet-port", &a.nodelet_port.to_string()])
         .args(["--timeout", &a.timeout.to_string()]);
@@ -376,7 +389,14 @@ fn print_next_steps(data: &Path, a: &UpArgs) {
             Err(e) => eprintln!("warning: could not write the kubeconfig: {e:#}"),
         }
     }
-    println!("Ferry is up: API server https://127.0.0.1:{}, cluster DNS 127.0.0.1:{}", a.api_port, a.dns_port);
+    let pods_dns = match dns::address(&a.service_cidr) {
+        Ok(ip) if a.nodes > 0 => format!(" (pods: {ip})"),
+        _ => String::new(),
+    };
+    println!(
+        "Ferry is up: API server https://127.0.0.1:{}, cluster DNS 127.0.0.1:{}{pods_dns}",
+        a.api_port, a.dns_port
+    );
     println!("  export KUBECONFIG={}", kc.display());
     println!("  kubectl get namespaces");
     println!("Logs: {}   Stop: ferry down{}", data.join("logs").display(), data_flag(a));
@@ -448,16 +468,38 @@ async fn run_components(a: &UpArgs, data: &Path) -> Result<()> {
     let api_c = Component {
         name: "apiserver",
         program: apiserver,
-        args: args(&[&"--etcd-servers", &etcd_url, &"--data-dir", &data, &"--secure-port", &a.api_port.to_string()]),
+        args: args(&[
+            &"--etcd-servers",
+            &etcd_url,
+            &"--data-dir",
+            &data,
+            &"--secure-port",
+            &a.api_port.to_string(),
+            &"--service-cluster-ip-range",
+            &a.service_cidr,
+        ]),
     };
     running.push(start(api_c, data));
     wait_api(&kc, a.timeout).await?;
 
-    if let Some(dns) = find(bin, "ferry-dns") {
+    // Cluster DNS: on 127.0.0.1 for the host and, when there are pods to serve, on the cluster
+    // DNS address (on a link of this cluster's) for them.
+    let dns_link = dns::link(&cluster_id(data));
+    let mut cluster_dns: Option<std::net::Ipv4Addr> = None;
+    if let Some(program) = find(bin, "ferry-dns") {
+        let mut listen = format!("127.0.0.1:{}", a.dns_port);
+        if !nodes.is_empty() {
+            let ip = dns::address(&a.service_cidr)?;
+            dns::add_link(&dns_link, ip)?;
+            let client = crate::client::from_kubeconfig(&kc, None).await?;
+            dns::publish(client, ip).await?;
+            listen.push_str(&format!(",{ip}:53"));
+            cluster_dns = Some(ip);
+        }
         let c = Component {
             name: "dns",
-            program: dns,
-            args: args(&[&"--kubeconfig", &kc, &"--listen", &format!("127.0.0.1:{}", a.dns_port)]),
+            program,
+            args: args(&[&"--kubeconfig", &kc, &"--listen", &listen, &"--cluster-domain", &a.cluster_domain]),
         };
         running.push(start(c, data));
     }
@@ -507,6 +549,9 @@ async fn run_components(a: &UpArgs, data: &Path) -> Result<()> {
                 ]),
             };
             let mut c = c;
+            if let Some(ip) = cluster_dns {
+                c.args.extend(args(&[&"--cluster-dns", &ip.to_string(), &"--cluster-domain", &a.cluster_domain]));
+            }
             if let Some(table) = &node.proxy_table {
                 c.args.extend(args(&[
                     &"--proxy-mode",
@@ -567,6 +612,7 @@ async fn run_components(a: &UpArgs, data: &Path) -> Result<()> {
     if !nodes.is_empty() {
         let _ = std::fs::remove_dir_all(containerd_run_dir(data));
     }
+    dns::delete_link(&dns_link);
     Ok(())
 }
 
@@ -874,7 +920,7 @@ fn sweep(data: &Path) {
     let _ = std::process::Command::new("nft").args(["delete", "table", "ip", &proxy_table(&id)]).output();
     for link in std::fs::read_dir("/sys/class/net").into_iter().flatten().flatten() {
         let name = link.file_name().to_string_lossy().into_owned();
-        if name.starts_with(&format!("fy{id}n")) {
+        if name.starts_with(&format!("fy{id}n")) || name == dns::link(&id) {
             let _ = std::process::Command::new("ip").args(["link", "delete", &name]).output();
         }
     }
