@@ -52,8 +52,11 @@ struct Args {
     #[arg(long)]
     scheduler_bin: Option<PathBuf>,
     /// Only the in-process decision phase.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "end_to_end_only")]
     decisions_only: bool,
+    /// Only the end-to-end phase (and memory).
+    #[arg(long)]
+    end_to_end_only: bool,
     /// Also write the report to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -388,6 +391,39 @@ fn per_sec(n: usize, d: Duration) -> f64 {
     }
 }
 
+/// Phase 1: decisions in-process, plain and constrained, as a Markdown table into `out`.
+fn decision_phase(args: &Args, out: &mut String) -> Result<()> {
+    progress(&format!("decisions: {} nodes, {} plain pods", args.nodes, args.pods));
+    let plain = decisions(args.nodes, args.pods, false)?;
+    progress(&format!("decisions: {} nodes, {} constrained pods", args.nodes, args.pods));
+    let constrained = decisions(args.nodes, args.pods, true)?;
+    let mut line = |s: String| {
+        out.push_str(&s);
+        out.push('\n');
+    };
+    line(format!("### Decisions in-process ({} nodes, {} pods, no API round trip)", args.nodes, args.pods));
+    line(String::new());
+    line("| Pods | Decisions/s | p50 ms | p99 ms | max ms | Unschedulable | Most pods on a node |".into());
+    line("|---|---:|---:|---:|---:|---:|---:|".into());
+    for (what, d) in [("plain (requests only)", &plain), ("affinity + spread + owner", &constrained)] {
+        line(format!(
+            "| {what} | {:.0} | {} | {} | {} | {} | {} |",
+            d.sample.throughput(),
+            ms(d.sample.p50()),
+            ms(d.sample.p99()),
+            ms(d.sample.max()),
+            d.failed,
+            d.max_pods_on_a_node
+        ));
+    }
+    line(String::new());
+    Ok(())
+}
+
+/// The same allocator as the `ferry-apiserver` binary, for the in-process API server.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -413,29 +449,9 @@ async fn main() -> Result<()> {
     line(&mut out, format!("Machine: {}. Command: `./scripts/bench scheduler` (release build).", machine()));
     line(&mut out, String::new());
 
-    progress(&format!("decisions: {} nodes, {} plain pods", args.nodes, args.pods));
-    let plain = decisions(args.nodes, args.pods, false)?;
-    progress(&format!("decisions: {} nodes, {} constrained pods", args.nodes, args.pods));
-    let constrained = decisions(args.nodes, args.pods, true)?;
-    line(&mut out, format!("### Decisions in-process ({} nodes, {} pods, no API round trip)", args.nodes, args.pods));
-    line(&mut out, String::new());
-    line(&mut out, "| Pods | Decisions/s | p50 ms | p99 ms | max ms | Unschedulable | Most pods on a node |".into());
-    line(&mut out, "|---|---:|---:|---:|---:|---:|---:|".into());
-    for (what, d) in [("plain (requests only)", &plain), ("affinity + spread + owner", &constrained)] {
-        line(
-            &mut out,
-            format!(
-                "| {what} | {:.0} | {} | {} | {} | {} | {} |",
-                d.sample.throughput(),
-                ms(d.sample.p50()),
-                ms(d.sample.p99()),
-                ms(d.sample.max()),
-                d.failed,
-                d.max_pods_on_a_node
-            ),
-        );
+    if !args.end_to_end_only {
+        decision_phase(&args, &mut out)?;
     }
-    line(&mut out, String::new());
 
     if !args.decisions_only {
         let (e, etcd_version) = end_to_end(&args, &bin).await?;

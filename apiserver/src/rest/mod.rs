@@ -133,7 +133,7 @@ impl Request<'_> {
         let track = match mode {
             write::Mode::Main => write::Track::Update { manager: self.manager(), subresource: None },
             write::Mode::Status => write::Track::Update { manager: self.manager(), subresource: Some("status") },
-            write::Mode::Internal => write::Track::Off,
+            write::Mode::Internal | write::Mode::Binding => write::Track::Off,
         };
         write::Update {
             res: self.target.res,

@@ -146,7 +146,7 @@ impl Api {
                 return Err(ApiError::bad_request(format!("binding target kind must be Node, got {kind:?}")));
             }
         }
-        self.update_loop(req.update(Mode::Internal, FieldValidation::Ignore), |cur| {
+        self.update_loop(req.update(Mode::Binding, FieldValidation::Ignore), |cur| {
             if meta(cur).contains_key("deletionTimestamp") {
                 return Err(ApiError::conflict_msg(
                     res,

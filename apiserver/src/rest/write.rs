@@ -27,8 +27,13 @@ pub(crate) enum Mode {
     Main,
     /// `/status`: only `.status` comes from the candidate.
     Status,
-    /// Server-side mutations (binding, scale, finalize): the candidate is already complete.
+    /// Server-side mutations (scale, finalize): the candidate is already complete.
     Internal,
+    /// `pods/binding`: sets `spec.nodeName` and the PodScheduled condition of an admitted pod.
+    /// Like Internal, but without admission: nothing the client sent reaches the object but a
+    /// node name, and Kubernetes' binding too writes straight to storage. (The scheduler's hot
+    /// path: admission would decode, validate and re-encode the whole pod twice per binding.)
+    Binding,
 }
 
 /// Which object an update targets, and how.
@@ -427,8 +432,11 @@ impl Api {
                 ("scheduling.k8s.io", "PriorityClass") => self.check_single_default(res, &candidate).await?,
                 _ => {}
             }
-            let old_for_validation = if mode == Mode::Internal { None } else { Some(&stored) };
-            let (mut object, warnings) = admit(res, name, candidate, old_for_validation, validation)?;
+            let (mut object, warnings) = match mode {
+                Mode::Binding => (candidate, Vec::new()),
+                Mode::Internal => admit(res, name, candidate, None, validation)?,
+                Mode::Main | Mode::Status => admit(res, name, candidate, Some(&stored), validation)?,
+            };
             if res.generation != GenerationPolicy::None {
                 let old_gen = meta(&stored).get("generation").and_then(Value::as_i64).unwrap_or(1);
                 let changed = mode != Mode::Status && generation_changed(res.generation, &stored, &object);
