@@ -26,15 +26,61 @@ pub struct PodConfig {
     pub resync_period: Duration,
 }
 
+/// A pod worker: its inbox and its task.
+struct Worker {
+    tx: watch::Sender<Option<Pod>>,
+    /// Becomes true (or closed) when the worker ended: its pod is stopped and released.
+    done: watch::Receiver<bool>,
+}
+
+impl Worker {
+    fn finished(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut done = self.done.clone();
+        async move {
+            let _ = done.wait_for(|d| *d).await;
+        }
+    }
+}
+
 /// Watch the pods bound to this node and keep one worker per pod until the watch ends.
-pub async fn run(client: kube::Client, runtime: Arc<dyn Runtime>, config: PodConfig) {
+///
+/// A request on `resync` (see [`crate::recovery`]) drops the watch and starts a fresh one: its
+/// initial LIST is the truth. Workers of pods missing from it are retired (the pod was deleted
+/// or replaced while this node was cut off; its containers are stopped and removed), the
+/// runtime's leftovers are removed, and only then is the request answered. Events still
+/// buffered in the old watch are dropped with it, and the UIDs of retired pods are never
+/// started again (a pod's UID cannot come back).
+pub async fn run(
+    client: kube::Client,
+    runtime: Arc<dyn Runtime>,
+    config: PodConfig,
+    mut resync: tokio::sync::mpsc::Receiver<crate::recovery::ResyncRequest>,
+) {
     let api: Api<Pod> = Api::all(client.clone());
     let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", config.node_name));
-    let mut stream = watcher(api, wc).boxed();
-    let mut workers: HashMap<String, watch::Sender<Option<Pod>>> = HashMap::new();
+    let mut stream = watcher(api.clone(), wc.clone()).boxed();
+    let mut workers: HashMap<String, Worker> = HashMap::new();
     let mut listing: HashSet<String> = HashSet::new();
+    let mut retired: HashSet<String> = HashSet::new();
     let mut cleaned_up = false;
-    while let Some(event) = stream.next().await {
+    let mut waiting: Option<crate::recovery::ResyncRequest> = None;
+    let mut resync_open = true;
+    loop {
+        let event = tokio::select! {
+            req = resync.recv(), if resync_open => {
+                match req {
+                    Some(req) => {
+                        tracing::info!(node = %config.node_name, "resync requested: relisting the node's pods");
+                        stream = watcher(api.clone(), wc.clone()).boxed();
+                        waiting = Some(req);
+                    }
+                    None => resync_open = false,
+                }
+                continue;
+            }
+            event = stream.next() => event,
+        };
+        let Some(event) = event else { break };
         let event = match event {
             Ok(e) => e,
             Err(e) => {
@@ -43,31 +89,51 @@ pub async fn run(client: kube::Client, runtime: Arc<dyn Runtime>, config: PodCon
                 continue;
             }
         };
-        workers.retain(|_, tx| !tx.is_closed());
+        workers.retain(|_, w| !w.tx.is_closed());
         match event {
             watcher::Event::Init => listing.clear(),
             watcher::Event::InitApply(pod) => {
                 if let Some(uid) = pod.metadata.uid.clone() {
                     listing.insert(uid);
                 }
-                dispatch(&mut workers, &client, &runtime, &config, pod);
+                dispatch(&mut workers, &retired, &client, &runtime, &config, pod);
             }
             watcher::Event::InitDone => {
                 // Pods that vanished while the watch was down: stop them.
-                for (uid, tx) in &workers {
+                let mut stopping = Vec::new();
+                for (uid, w) in &workers {
                     if !listing.contains(uid) {
-                        let _ = tx.send(None);
+                        tracing::info!(node = %config.node_name, %uid, "pod no longer bound to this node; stopping it");
+                        retired.insert(uid.clone());
+                        let _ = w.tx.send(None);
+                        stopping.push(w.finished());
+                    } else if waiting.is_some() && w.tx.borrow().as_ref().is_some_and(grace_expired) {
+                        // Deleted while this node was cut off, and its grace period ran out
+                        // meanwhile: it is stopped at once, and a resync waits for that too.
+                        stopping.push(w.finished());
                     }
                 }
-                if !cleaned_up {
+                if retired.len() > 10_000 {
+                    retired.clear();
+                }
+                if !cleaned_up || waiting.is_some() {
                     cleaned_up = true;
-                    clean_up_leftovers(&runtime, &config, &listing).await;
+                    let (runtime, config, listing, done) =
+                        (runtime.clone(), config.clone(), listing.clone(), waiting.take());
+                    // Off the event loop: the watch keeps being served while pods stop.
+                    tokio::spawn(async move {
+                        futures::future::join_all(stopping).await;
+                        clean_up_leftovers(&runtime, &config, &listing).await;
+                        if let Some(done) = done {
+                            let _ = done.send(());
+                        }
+                    });
                 }
             }
-            watcher::Event::Apply(pod) => dispatch(&mut workers, &client, &runtime, &config, pod),
+            watcher::Event::Apply(pod) => dispatch(&mut workers, &retired, &client, &runtime, &config, pod),
             watcher::Event::Delete(pod) => {
-                if let Some(tx) = pod.metadata.uid.as_ref().and_then(|uid| workers.get(uid)) {
-                    let _ = tx.send(None);
+                if let Some(w) = pod.metadata.uid.as_ref().and_then(|uid| workers.get(uid)) {
+                    let _ = w.tx.send(None);
                 }
             }
         }
@@ -90,20 +156,29 @@ async fn clean_up_leftovers(runtime: &Arc<dyn Runtime>, config: &PodConfig, know
 }
 
 fn dispatch(
-    workers: &mut HashMap<String, watch::Sender<Option<Pod>>>,
+    workers: &mut HashMap<String, Worker>,
+    retired: &HashSet<String>,
     client: &kube::Client,
     runtime: &Arc<dyn Runtime>,
     config: &PodConfig,
     pod: Pod,
 ) {
     let Some(uid) = pod.metadata.uid.clone() else { return };
-    if let Some(tx) = workers.get(&uid) {
-        let _ = tx.send(Some(pod));
+    if retired.contains(&uid) {
+        return;
+    }
+    if let Some(w) = workers.get(&uid) {
+        let _ = w.tx.send(Some(pod));
         return;
     }
     let (tx, rx) = watch::channel(Some(pod));
-    workers.insert(uid.clone(), tx);
-    tokio::spawn(worker(client.clone(), runtime.clone(), config.clone(), uid, rx));
+    let (done_tx, done) = watch::channel(false);
+    let (client, runtime, config, id) = (client.clone(), runtime.clone(), config.clone(), uid.clone());
+    tokio::spawn(async move {
+        worker(client, runtime, config, id, rx).await;
+        let _ = done_tx.send(true);
+    });
+    workers.insert(uid, Worker { tx, done });
 }
 
 /// The life of one pod on this node.
@@ -199,9 +274,19 @@ async fn write_status(client: &kube::Client, pod: &Pod, status: &PodStatus) -> R
     Ok(())
 }
 
-/// Stop the pod within its grace period, then remove it from the API.
+/// Whether the pod is being deleted and its deletion time (deletion + grace period) has
+/// passed by more than a second (the API truncates it to whole seconds): the nodelet was cut
+/// off or stopped for the whole grace period.
+fn grace_expired(pod: &Pod) -> bool {
+    let now = Timestamp::now().as_second();
+    pod.metadata.deletion_timestamp.as_ref().is_some_and(|t| t.0.as_second() < now.saturating_sub(1))
+}
+
+/// Stop the pod within its grace period, then remove it from the API. A pod whose grace
+/// period already ran out (see [`grace_expired`]) is stopped at once: its replacement may
+/// already run elsewhere.
 async fn terminate(client: &kube::Client, runtime: &dyn Runtime, pod: &Pod, uid: &str) -> Result<(), String> {
-    let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64;
+    let grace = if grace_expired(pod) { 0 } else { pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64 };
     runtime.pod_terminating(pod);
     runtime.kill_pod(uid, Duration::from_secs(grace)).await.map_err(|e| e.to_string())?;
     let api: Api<Pod> = Api::namespaced(client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
