@@ -190,7 +190,10 @@ impl Nodelet {
             tick.tick().await;
             // Compare with the API's conditions, as the kubelet does: the node controller may have
             // written them (Ready=Unknown while this node was silent).
-            match nodes.get_opt(&self.config.node_name).await {
+            match tokio::time::timeout(self.config.status_check_interval, nodes.get_opt(&self.config.node_name))
+                .await
+                .unwrap_or(Ok(None))
+            {
                 Ok(Some(n)) => {
                     if let Some(conditions) = n.status.and_then(|s| s.conditions) {
                         last.conditions = Some(conditions);

@@ -31,6 +31,9 @@ pub enum GateError<E> {
     /// The heartbeat write itself failed.
     #[error(transparent)]
     Write(E),
+    /// The heartbeat write did not finish in time (a partition makes requests hang).
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
 }
 
 /// Reconciles the runtime's pods against the pods bound to this node in the API.
@@ -88,7 +91,7 @@ impl<R: Resync> Gate<R> {
     }
 
     /// Write one heartbeat: first resync if the last one is older than the threshold, then run
-    /// `write`. Heartbeats are serialized, so a Lease renewal and a status write racing after
+    /// `write` (given at most the threshold to finish). Heartbeats are serialized, so a Lease renewal and a status write racing after
     /// a silence resync once and both go out after it.
     pub async fn heartbeat<T, E>(&self, write: impl Future<Output = Result<T, E>>) -> Result<T, GateError<E>> {
         let mut last_ok = self.last_ok.lock().await;
@@ -99,8 +102,16 @@ impl<R: Resync> Gate<R> {
             tracing::info!("pods resynced after the silence; heartbeating again");
             *last_ok = Instant::now();
         }
-        let out = write.await.map_err(GateError::Write)?;
-        *last_ok = Instant::now();
+        let started = Instant::now();
+        let out = tokio::time::timeout(self.threshold, write)
+            .await
+            .map_err(|_| GateError::Timeout(self.threshold))?
+            .map_err(GateError::Write)?;
+        // A write that only got through after a silence (the process was stopped while it was
+        // in flight) does not vouch for the pods: the next heartbeat resyncs first.
+        if started.elapsed() <= self.threshold {
+            *last_ok = Instant::now();
+        }
         Ok(out)
     }
 }
@@ -211,6 +222,21 @@ mod tests {
         tokio::time::advance(Duration::from_secs(10)).await;
         assert!(gate.heartbeat(write(&log, "lease", true)).await.is_ok());
         assert_eq!(log.take(), ["lease"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_write_times_out_and_the_next_heartbeat_resyncs() {
+        let log = Log::default();
+        let gate = Gate::new(log.clone(), THRESHOLD);
+        let hung = async {
+            std::future::pending::<()>().await;
+            Ok::<(), &str>(())
+        };
+        assert!(matches!(gate.heartbeat(hung).await, Err(GateError::Timeout(t)) if t == THRESHOLD));
+        // The next tick, a renew interval later.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(gate.heartbeat(write(&log, "lease", true)).await.is_ok());
+        assert_eq!(log.take(), ["resync", "lease"]);
     }
 
     #[tokio::test(start_paused = true)]
