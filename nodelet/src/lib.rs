@@ -164,6 +164,7 @@ impl Nodelet {
                 node_name: self.config.node_name.clone(),
                 host_ip: self.machine.ip.to_string(),
                 resync_period: self.resync_period,
+                resync_timeout: self.config.resync_timeout,
             },
             resync_rx,
         );

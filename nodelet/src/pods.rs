@@ -24,6 +24,9 @@ pub struct PodConfig {
     pub host_ip: String,
     /// How often a pod is synced when nothing happens (the kubelet's sync frequency).
     pub resync_period: Duration,
+    /// A resync after a silence waits for pods marked for deletion to stop if what remains of
+    /// their grace period is at most this (longer ones stop in the background).
+    pub resync_timeout: Duration,
 }
 
 /// A pod worker: its inbox and its task.
@@ -107,9 +110,12 @@ pub async fn run(
                         retired.insert(uid.clone());
                         let _ = w.tx.send(None);
                         stopping.push(w.finished());
-                    } else if waiting.is_some() && w.tx.borrow().as_ref().is_some_and(grace_expired) {
-                        // Deleted while this node was cut off, and its grace period ran out
-                        // meanwhile: it is stopped at once, and a resync waits for that too.
+                    } else if waiting.is_some()
+                        && w.tx.borrow().as_ref().and_then(remaining_grace).is_some_and(|g| g <= config.resync_timeout)
+                    {
+                        // Marked for deletion (maybe while this node was cut off; its
+                        // replacement may run elsewhere already): it stops within what remains
+                        // of its grace period, and the resync waits for that.
                         stopping.push(w.finished());
                     }
                 }
@@ -274,21 +280,22 @@ async fn write_status(client: &kube::Client, pod: &Pod, status: &PodStatus) -> R
     Ok(())
 }
 
-/// Whether the pod is being deleted and its deletion time (deletion + grace period) has
-/// passed by more than a second (the API truncates it to whole seconds): the nodelet was cut
-/// off or stopped for the whole grace period.
-fn grace_expired(pod: &Pod) -> bool {
-    let now = Timestamp::now().as_second();
-    pod.metadata.deletion_timestamp.as_ref().is_some_and(|t| t.0.as_second() < now.saturating_sub(1))
+/// What remains of a deleted pod's grace period: its deletion time (deletion + grace period)
+/// minus now, with a second of slack for the API's whole-second timestamps; zero once passed.
+/// `None` if the pod is not being deleted.
+fn remaining_grace(pod: &Pod) -> Option<Duration> {
+    let at = pod.metadata.deletion_timestamp.as_ref()?.0.as_second().saturating_add(1);
+    Some(Duration::from_secs(u64::try_from(at.saturating_sub(Timestamp::now().as_second())).unwrap_or(0)))
 }
 
-/// Stop the pod within its grace period, then remove it from the API. A pod whose grace
-/// period already ran out (see [`grace_expired`]) is stopped at once: its replacement may
-/// already run elsewhere.
+/// Stop the pod within its grace period, then remove it from the API. The grace period counts
+/// from the deletion, not from when this node saw it: a pod deleted while the node was cut off
+/// gets only what remains (its replacement may already run elsewhere).
 async fn terminate(client: &kube::Client, runtime: &dyn Runtime, pod: &Pod, uid: &str) -> Result<(), String> {
-    let grace = if grace_expired(pod) { 0 } else { pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64 };
+    let full = Duration::from_secs(pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64);
+    let grace = remaining_grace(pod).map_or(full, |r| r.min(full));
     runtime.pod_terminating(pod);
-    runtime.kill_pod(uid, Duration::from_secs(grace)).await.map_err(|e| e.to_string())?;
+    runtime.kill_pod(uid, grace).await.map_err(|e| e.to_string())?;
     let api: Api<Pod> = Api::namespaced(client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
     let params = DeleteParams {
         grace_period_seconds: Some(0),
