@@ -168,7 +168,7 @@ impl Nodelet {
             },
             resync_rx,
         );
-        let status = self.status_loop(&gate, registered.status.unwrap_or_default(), version);
+        let status = self.status_loop(&gate, registered.status.unwrap_or_default(), version, uid.as_deref());
         tokio::join!(lease, pods, status, service_proxy);
         Ok(())
     }
@@ -181,6 +181,7 @@ impl Nodelet {
         gate: &recovery::Gate<R>,
         mut last: k8s_openapi::api::core::v1::NodeStatus,
         version: String,
+        uid: Option<&str>,
     ) {
         let mut last_write = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(self.config.status_check_interval);
@@ -214,6 +215,13 @@ impl Nodelet {
             if node::status_changed(&last, &next) || last_write.elapsed() >= self.config.status_report_interval {
                 match gate.heartbeat(node::post_status(&self.client, &self.config.node_name, &next)).await {
                     Ok(_) => {
+                        if node::ready_status(&last) != Some("True") && node::ready_status(&next) == Some("True") {
+                            let name = &self.config.node_name;
+                            let msg = format!("Node {name} status is now: NodeReady");
+                            if let Err(e) = node::record_event(&self.client, &self.config, uid, "NodeReady", msg).await {
+                                tracing::warn!(node = %name, error = %e, "recording an event failed");
+                            }
+                        }
                         last = next;
                         last_write = tokio::time::Instant::now();
                     }

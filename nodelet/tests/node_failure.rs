@@ -518,6 +518,14 @@ impl Env {
         .await
         .map_err(|e| e.context(self.logs()))?;
         eprintln!("{victim}: old containers removed and lease renewed {:?} after healing", t1.elapsed());
+        until(&format!("a NodeReady event for {victim}"), Duration::from_secs(30), || async {
+            let list = events.list(&ListParams::default()).await?.items;
+            Ok(list
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("NodeReady") && e.involved_object.name.as_deref() == Some(victim))
+                .then_some(()))
+        })
+        .await?;
         let log = std::fs::read_to_string(&self.node(victim)?.proc()?.log)?;
         assert!(log.contains("pods resynced after the silence"), "{victim} resynced before heartbeating:\n{log}");
         until(&format!("{victim} Ready again, untainted"), Duration::from_secs(30), || async {

@@ -288,9 +288,9 @@ impl Monitor {
             let patch = json!({"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "NodeNotReady",
                 "lastTransitionTime": now.to_string()}]}});
             let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
-            if let Err(e) = api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(&patch)).await
-            {
-                tracing::warn!(pod = %pod.name_any(), error = %e, "marking the pod not ready failed");
+            match api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(&patch)).await {
+                Ok(_) => self.recorder.record(pod.as_ref(), WARNING, "NodeNotReady", "Node is not ready".into()),
+                Err(e) => tracing::warn!(pod = %pod.name_any(), error = %e, "marking the pod not ready failed"),
             }
         }
     }
