@@ -341,8 +341,22 @@ async fn describe_node_shows_conditions_and_events() -> Result<()> {
     let events: Api<Event> = Api::namespaced(client.clone(), "default");
     for (name, node, reason, from, message, at) in [
         ("w1.b", "w1", "NodeReady", "nodelet", "Node w1 status is now: NodeReady", "2026-11-23T18:01:00Z"),
-        ("w1.a", "w1", "NodeNotReady", "node-controller", "Node w1 status is now: NodeNotReady", "2026-11-23T18:00:50Z"),
-        ("w2.a", "w2", "NodeNotReady", "node-controller", "Node w2 status is now: NodeNotReady", "2026-11-23T18:00:50Z"),
+        (
+            "w1.a",
+            "w1",
+            "NodeNotReady",
+            "node-controller",
+            "Node w1 status is now: NodeNotReady",
+            "2026-11-23T18:00:50Z",
+        ),
+        (
+            "w2.a",
+            "w2",
+            "NodeNotReady",
+            "node-controller",
+            "Node w2 status is now: NodeNotReady",
+            "2026-11-23T18:00:50Z",
+        ),
     ] {
         let e = json!({"metadata": {"name": name}, "involvedObject": {"kind": "Node", "name": node, "apiVersion": "v1"},
             "reason": reason, "message": message, "type": "Normal", "source": {"component": from}, "count": 1,

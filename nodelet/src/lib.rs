@@ -218,7 +218,8 @@ impl Nodelet {
                         if node::ready_status(&last) != Some("True") && node::ready_status(&next) == Some("True") {
                             let name = &self.config.node_name;
                             let msg = format!("Node {name} status is now: NodeReady");
-                            if let Err(e) = node::record_event(&self.client, &self.config, uid, "NodeReady", msg).await {
+                            if let Err(e) = node::record_event(&self.client, &self.config, uid, "NodeReady", msg).await
+                            {
                                 tracing::warn!(node = %name, error = %e, "recording an event failed");
                             }
                         }

@@ -213,7 +213,8 @@ mod tests {
         // Healed: the lease renewal and a status write race; one resync, then both writes.
         log.fail.store(false, Ordering::SeqCst);
         tokio::time::advance(Duration::from_secs(10)).await;
-        let (a, b) = tokio::join!(gate.heartbeat(write(&log, "lease", true)), gate.heartbeat(write(&log, "status", true)));
+        let (a, b) =
+            tokio::join!(gate.heartbeat(write(&log, "lease", true)), gate.heartbeat(write(&log, "status", true)));
         assert!(a.is_ok() && b.is_ok());
         let events = log.take();
         assert_eq!(events.first(), Some(&"resync"), "{events:?}");

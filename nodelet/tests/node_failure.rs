@@ -73,7 +73,10 @@ fn skip() -> bool {
 
 fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")]).map(|d| d.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 /// A daemon binary of this workspace (next to ferry-nodelet); built if this test runs alone.
@@ -289,15 +292,7 @@ impl Env {
         let archive = dir.path().join("bb.tar");
         ferry_testkit::busybox_image_archive(&archive, IMAGE)?;
         let tag = format!("{:06x}", u & 0xff_ffff);
-        let mut env = Env {
-            nodes: Vec::new(),
-            others: Vec::new(),
-            ctrd: None,
-            cluster,
-            client,
-            net: None,
-            _dir: dir,
-        };
+        let mut env = Env { nodes: Vec::new(), others: Vec::new(), ctrd: None, cluster, client, net: None, _dir: dir };
         let kubeconfig = env.cluster.kubeconfig();
         let mut controllers = Command::new(daemon("ferry-controllers")?);
         controllers
@@ -673,10 +668,16 @@ async fn control_plane_restart_marks_no_node_and_evicts_nothing() -> Result<()> 
     };
     let ready_before = transitions(&nodes.list(&ListParams::default()).await?.items);
 
-    // Kill the API server and etcd, start both again on the same data dir and ports.
+    // Stop the API server and kill etcd for longer than the grace period, then start both
+    // again on the same data dirs and ports: the controllers could not see any heartbeat
+    // meanwhile, which must not count against the nodes.
+    let outage = GRACE + Duration::from_secs(2);
     env.cluster.stop_server().await;
+    env.cluster.etcd.kill();
+    tokio::time::sleep(outage).await;
     env.cluster.etcd.restart().await?;
     env.cluster.restart_server().await?;
+    eprintln!("API server and etcd down for {outage:?} (grace {GRACE:?})");
     let t0 = Instant::now();
     let watch_for = GRACE + Duration::from_secs(TOLERATION) * 2 + Duration::from_secs(2);
     while t0.elapsed() < watch_for {
