@@ -306,22 +306,22 @@ pub async fn describe(client: &kube::Client, namespace: &str, kind: &str, names:
             let rows: Vec<Vec<String>> = events
                 .iter()
                 .map(|e| {
-                    let when = [s(&e, "/lastTimestamp"), s(&e, "/eventTime"), s(&e, "/metadata/creationTimestamp")]
+                    let when = [s(e, "/lastTimestamp"), s(e, "/eventTime"), s(e, "/metadata/creationTimestamp")]
                         .into_iter()
                         .find(|t| !t.is_empty())
                         .map(|t| ferry_api::table::human_age(t, now))
                         .unwrap_or_else(|| "<unknown>".into());
-                    let from = [s(&e, "/source/component"), s(&e, "/reportingComponent")]
+                    let from = [s(e, "/source/component"), s(e, "/reportingComponent")]
                         .into_iter()
                         .find(|t| !t.is_empty())
                         .unwrap_or_default()
                         .to_string();
                     vec![
-                        s(&e, "/type").to_string(),
-                        s(&e, "/reason").to_string(),
+                        s(e, "/type").to_string(),
+                        s(e, "/reason").to_string(),
                         when,
                         from,
-                        s(&e, "/message").trim().to_string(),
+                        s(e, "/message").trim().to_string(),
                     ]
                 })
                 .collect();
