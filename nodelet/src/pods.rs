@@ -124,12 +124,23 @@ pub async fn run(
                 }
                 if !cleaned_up || waiting.is_some() {
                     cleaned_up = true;
-                    let (runtime, config, listing, done) =
-                        (runtime.clone(), config.clone(), listing.clone(), waiting.take());
+                    // What the runtime holds for pods that are neither listed nor have a worker
+                    // (retired workers stop their own pods), decided now: a pod that arrives
+                    // later is not a leftover.
+                    let leftovers: Vec<String> = match runtime.list_pods().await {
+                        Ok(uids) => {
+                            uids.into_iter().filter(|u| !listing.contains(u) && !workers.contains_key(u)).collect()
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "listing the runtime's pods failed");
+                            Vec::new()
+                        }
+                    };
+                    let (runtime, config, done) = (runtime.clone(), config.clone(), waiting.take());
                     // Off the event loop: the watch keeps being served while pods stop.
                     tokio::spawn(async move {
                         futures::future::join_all(stopping).await;
-                        clean_up_leftovers(&runtime, &config, &listing).await;
+                        clean_up_leftovers(&runtime, &config, leftovers).await;
                         if let Some(done) = done {
                             let _ = done.send(());
                         }
@@ -146,18 +157,14 @@ pub async fn run(
     }
 }
 
-/// Release what the runtime still holds for pods the API no longer has (after a restart).
-async fn clean_up_leftovers(runtime: &Arc<dyn Runtime>, config: &PodConfig, known: &HashSet<String>) {
-    match runtime.list_pods().await {
-        Ok(uids) => {
-            for uid in uids.into_iter().filter(|u| !known.contains(u)) {
-                tracing::info!(node = %config.node_name, %uid, "removing leftovers of a pod that no longer exists");
-                if let Err(e) = runtime.kill_pod(&uid, Duration::ZERO).await {
-                    tracing::warn!(%uid, error = %e, "cleaning up a leftover pod failed");
-                }
-            }
+/// Release what the runtime still holds for pods the API no longer has (after a restart or a
+/// silence).
+async fn clean_up_leftovers(runtime: &Arc<dyn Runtime>, config: &PodConfig, leftovers: Vec<String>) {
+    for uid in leftovers {
+        tracing::info!(node = %config.node_name, %uid, "removing leftovers of a pod that no longer exists");
+        if let Err(e) = runtime.kill_pod(&uid, Duration::ZERO).await {
+            tracing::warn!(%uid, error = %e, "cleaning up a leftover pod failed");
         }
-        Err(e) => tracing::warn!(error = %e, "listing the runtime's pods failed"),
     }
 }
 
