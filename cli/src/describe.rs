@@ -57,6 +57,38 @@ fn table(out: &mut String, indent: &str, header: &[&str], rows: &[Vec<String>]) 
     }
 }
 
+/// A timestamp as kubectl prints it in describe (RFC 1123 with a numeric zone), or as given.
+fn rfc1123(t: &str) -> String {
+    match chrono::DateTime::parse_from_rfc3339(t) {
+        Ok(d) => d.format("%a, %d %b %Y %H:%M:%S %z").to_string(),
+        Err(_) => t.to_string(),
+    }
+}
+
+/// A Node's conditions in kubectl's layout: heartbeat and transition times, reason, message.
+fn node_conditions(out: &mut String, obj: &Value) {
+    let conds = obj.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+    if conds.is_empty() {
+        let _ = writeln!(out, "Conditions:             <none>");
+        return;
+    }
+    let _ = writeln!(out, "Conditions:");
+    let rows: Vec<Vec<String>> = conds
+        .iter()
+        .map(|c| {
+            vec![
+                s(c, "/type").to_string(),
+                s(c, "/status").to_string(),
+                rfc1123(s(c, "/lastHeartbeatTime")),
+                rfc1123(s(c, "/lastTransitionTime")),
+                s(c, "/reason").to_string(),
+                s(c, "/message").to_string(),
+            ]
+        })
+        .collect();
+    table(out, "  ", &["Type", "Status", "LastHeartbeatTime", "LastTransitionTime", "Reason", "Message"], &rows);
+}
+
 fn conditions(out: &mut String, obj: &Value) {
     let conds = obj.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
     if conds.is_empty() {
@@ -203,6 +235,7 @@ fn kind_details(out: &mut String, r: &Resource, obj: &Value) {
                 })
                 .collect();
             field(out, "Taints", or_none(&taints.join("\n                        ")));
+            node_conditions(out, obj);
             let addrs: Vec<String> = obj
                 .pointer("/status/addresses")
                 .and_then(Value::as_array)
@@ -244,12 +277,27 @@ pub async fn describe(client: &kube::Client, namespace: &str, kind: &str, names:
         field(&mut out, "Labels", &map_lines(obj.pointer("/metadata/labels"), "=", 24));
         field(&mut out, "Annotations", &map_lines(obj.pointer("/metadata/annotations"), ": ", 24));
         kind_details(&mut out, r, &obj);
-        conditions(&mut out, &obj);
-        // Events about this object.
-        let ns = if r.namespaced { Some(namespace) } else { None };
-        let events_api = events_res.api(client, ns.or(Some("default")));
+        if !(r.group.is_empty() && r.kind == "Node") {
+            conditions(&mut out, &obj);
+        }
+        // Events about this object: in its namespace, or in any for a cluster-scoped object
+        // (Node events live in `default`).
+        let events_api = events_res.api(client, r.namespaced.then_some(namespace));
         let sel = format!("involvedObject.name={},involvedObject.kind={}", s(&obj, "/metadata/name"), r.kind);
-        let events = events_api.list(&kube::api::ListParams::default().fields(&sel)).await?.items;
+        let mut events: Vec<Value> = events_api
+            .list(&kube::api::ListParams::default().fields(&sel))
+            .await?
+            .items
+            .iter()
+            .filter_map(|e| serde_json::to_value(e).ok())
+            .collect();
+        let time = |e: &Value| {
+            [s(e, "/lastTimestamp"), s(e, "/eventTime"), s(e, "/metadata/creationTimestamp")]
+                .into_iter()
+                .find(|t| !t.is_empty())
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        };
+        events.sort_by_key(time);
         if events.is_empty() {
             let _ = writeln!(out, "Events:                 <none>");
         } else {
@@ -257,24 +305,23 @@ pub async fn describe(client: &kube::Client, namespace: &str, kind: &str, names:
             let now = Utc::now();
             let rows: Vec<Vec<String>> = events
                 .iter()
-                .filter_map(|e| serde_json::to_value(e).ok())
                 .map(|e| {
-                    let when = [s(&e, "/lastTimestamp"), s(&e, "/eventTime"), s(&e, "/metadata/creationTimestamp")]
+                    let when = [s(e, "/lastTimestamp"), s(e, "/eventTime"), s(e, "/metadata/creationTimestamp")]
                         .into_iter()
                         .find(|t| !t.is_empty())
                         .map(|t| ferry_api::table::human_age(t, now))
                         .unwrap_or_else(|| "<unknown>".into());
-                    let from = [s(&e, "/source/component"), s(&e, "/reportingComponent")]
+                    let from = [s(e, "/source/component"), s(e, "/reportingComponent")]
                         .into_iter()
                         .find(|t| !t.is_empty())
                         .unwrap_or_default()
                         .to_string();
                     vec![
-                        s(&e, "/type").to_string(),
-                        s(&e, "/reason").to_string(),
+                        s(e, "/type").to_string(),
+                        s(e, "/reason").to_string(),
                         when,
                         from,
-                        s(&e, "/message").trim().to_string(),
+                        s(e, "/message").trim().to_string(),
                     ]
                 })
                 .collect();

@@ -316,3 +316,83 @@ async fn editing_and_rollout_verbs() -> Result<()> {
     assert!(completion.contains("_ferry()"), "bash completion defines its function");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_node_shows_conditions_and_events() -> Result<()> {
+    use k8s_openapi::api::core::v1::{Event, Node};
+    use kube::api::PostParams;
+    let c = Cluster::start().await?;
+    let client = c.client().await?;
+    let f = Ferry { kubeconfig: c.kubeconfig() };
+    let nodes: Api<Node> = Api::all(client.clone());
+    for name in ["w1", "w2"] {
+        nodes.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": name}}))?).await?;
+    }
+    let status = json!({"status": {"conditions": [
+        {"type": "MemoryPressure", "status": "Unknown", "reason": "NodeStatusUnknown",
+         "message": "Kubelet stopped posting node status.",
+         "lastHeartbeatTime": "2026-11-23T18:00:00Z", "lastTransitionTime": "2026-11-23T18:00:50Z"},
+        {"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+         "message": "Kubelet stopped posting node status.",
+         "lastHeartbeatTime": "2026-11-23T18:00:00Z", "lastTransitionTime": "2026-11-23T18:00:50Z"}
+    ]}});
+    nodes.patch_status("w1", &PatchParams::default(), &Patch::Merge(&status)).await?;
+    // Node events live in `default`; one about another node must not show.
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    for (name, node, reason, from, message, at) in [
+        ("w1.b", "w1", "NodeReady", "nodelet", "Node w1 status is now: NodeReady", "2026-11-23T18:01:00Z"),
+        (
+            "w1.a",
+            "w1",
+            "NodeNotReady",
+            "node-controller",
+            "Node w1 status is now: NodeNotReady",
+            "2026-11-23T18:00:50Z",
+        ),
+        (
+            "w2.a",
+            "w2",
+            "NodeNotReady",
+            "node-controller",
+            "Node w2 status is now: NodeNotReady",
+            "2026-11-23T18:00:50Z",
+        ),
+    ] {
+        let e = json!({"metadata": {"name": name}, "involvedObject": {"kind": "Node", "name": node, "apiVersion": "v1"},
+            "reason": reason, "message": message, "type": "Normal", "source": {"component": from}, "count": 1,
+            "firstTimestamp": at, "lastTimestamp": at});
+        events.create(&PostParams::default(), &serde_json::from_value(e)?).await?;
+    }
+    let out = f.ok(&["describe", "node", "w1"]).await?;
+    let lines: Vec<&str> = out.lines().collect();
+    let at = |prefix: &str| lines.iter().position(|l| l.trim_start().starts_with(prefix));
+    let header = at("Type ").map(|i| lines[i]).unwrap_or_default();
+    for col in ["Type", "Status", "LastHeartbeatTime", "LastTransitionTime", "Reason", "Message"] {
+        assert!(header.contains(col), "{col} in the conditions header:\n{out}");
+    }
+    let ready = at("Ready ").map(|i| lines[i]).unwrap_or_default();
+    for want in [
+        "Unknown",
+        "Mon, 23 Nov 2026 18:00:00 +0000",
+        "Mon, 23 Nov 2026 18:00:50 +0000",
+        "NodeStatusUnknown",
+        "Kubelet stopped posting node status.",
+    ] {
+        assert!(ready.contains(want), "{want:?} in the Ready row:\n{out}");
+    }
+    // Columns line up under the header (kubectl's table layout).
+    let col = |line: &str, word: &str| line.find(word);
+    assert_eq!(col(header, "LastTransitionTime"), col(ready, "Mon, 23 Nov 2026 18:00:50"), "{out}");
+    assert!(at("MemoryPressure").is_some(), "{out}");
+    // Events, oldest first, only this node's.
+    let not_ready = out.find("NodeNotReady").unwrap_or(usize::MAX);
+    let back = out.find("NodeReady ").or_else(|| out.find("NodeReady\t")).unwrap_or(0);
+    assert!(out.contains("Events:\n") && not_ready < back, "events oldest first:\n{out}");
+    assert!(out.contains("node-controller") && out.contains("nodelet"), "{out}");
+    assert!(out.contains("Node w1 status is now: NodeReady") && !out.contains("w2"), "{out}");
+    // A node without conditions or events says so.
+    let out = f.ok(&["describe", "node", "w2"]).await?;
+    assert!(out.contains("Conditions:             <none>\n"), "{out}");
+    assert!(out.contains("Node w2 status is now: NodeNotReady"), "{out}");
+    Ok(())
+}

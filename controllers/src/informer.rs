@@ -6,6 +6,7 @@
 //! forwards both.
 
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -21,6 +22,27 @@ pub struct Informer<K: Resource<DynamicType = ()> + Clone + 'static> {
     store: Store<K>,
     writer: Mutex<Option<reflector::store::Writer<K>>>,
     subscribers: Arc<Mutex<Vec<mpsc::UnboundedSender<Arc<K>>>>>,
+    health: Arc<WatchHealth>,
+}
+
+/// Whether an informer's view is current: counts full lists, and says whether the watch is
+/// down (failed and not yet listed again).
+#[derive(Debug, Default)]
+pub struct WatchHealth {
+    lists: AtomicU64,
+    down: AtomicBool,
+}
+
+impl WatchHealth {
+    /// How many full lists completed (the first, and one after every watch failure).
+    pub fn lists(&self) -> u64 {
+        self.lists.load(Ordering::SeqCst)
+    }
+
+    /// Whether the store is current: listed at least once and the watch not failed since.
+    pub fn live(&self) -> bool {
+        self.lists() > 0 && !self.down.load(Ordering::SeqCst)
+    }
 }
 
 impl<K> Informer<K>
@@ -30,7 +52,17 @@ where
     /// An informer (not yet running).
     pub fn new() -> Self {
         let (store, writer) = reflector::store();
-        Self { store, writer: Mutex::new(Some(writer)), subscribers: Arc::new(Mutex::new(Vec::new())) }
+        Self {
+            store,
+            writer: Mutex::new(Some(writer)),
+            subscribers: Arc::new(Mutex::new(Vec::new())),
+            health: Arc::new(WatchHealth::default()),
+        }
+    }
+
+    /// Whether the store is current ([`WatchHealth`]).
+    pub fn health(&self) -> Arc<WatchHealth> {
+        self.health.clone()
     }
 
     /// The store (filled once the informer runs).
@@ -54,6 +86,7 @@ where
     pub fn run(&self, api: Api<K>) -> impl std::future::Future<Output = ()> + Send + 'static {
         let writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         let subscribers = self.subscribers.clone();
+        let health = self.health.clone();
         async move {
             let Some(mut writer) = writer else { return };
             // managedFields are never read by a controller and are a large part of each object:
@@ -68,10 +101,15 @@ where
                     Ok(e) => e,
                     Err(e) => {
                         tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying");
+                        health.down.store(true, Ordering::SeqCst);
                         continue;
                     }
                 };
                 writer.apply_watcher_event(&event);
+                if matches!(event, watcher::Event::InitDone) {
+                    health.down.store(false, Ordering::SeqCst);
+                    health.lists.fetch_add(1, Ordering::SeqCst);
+                }
                 let obj = match &event {
                     watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o) => o,
                     _ => continue,

@@ -27,6 +27,11 @@ pub struct Config {
     pub lease_duration: Duration,
     /// How often the Lease is renewed.
     pub lease_renew_interval: Duration,
+    /// No heartbeat reached the API server for longer than this (renewals failed, or the
+    /// process was stopped): resync pods before the next heartbeat ([`crate::recovery`]).
+    pub silence_threshold: Duration,
+    /// How long a resync may take before the heartbeat is skipped and retried.
+    pub resync_timeout: Duration,
     /// How often node status is recomputed (and written if it changed).
     pub status_check_interval: Duration,
     /// Longest time between two node status writes even when nothing changed.
@@ -52,6 +57,8 @@ impl Config {
             reserved_ephemeral_bytes: 0,
             lease_duration: Duration::from_secs(40),
             lease_renew_interval: Duration::from_secs(10),
+            silence_threshold: Duration::from_secs(30),
+            resync_timeout: Duration::from_secs(30),
             status_check_interval: Duration::from_secs(10),
             status_report_interval: Duration::from_secs(300),
             root_dir,

@@ -9,6 +9,8 @@
 //!   into pod status (phase, conditions, container statuses).
 //! * [`runtime::simulated`] is a runtime without containers; [`run_simulated_nodes`] hosts many
 //!   simulated nodes in one process (like kwok), for scheduler and controller tests.
+//! * [`recovery`]: after a partition or a stop, local pods are resynced against a fresh list
+//!   before the node heartbeats again.
 //! * [`proxy`] is the service proxy (ClusterIP/NodePort → endpoints with nftables), enabled
 //!   with [`Nodelet::with_proxy`].
 
@@ -17,6 +19,7 @@ pub mod machine;
 pub mod node;
 pub mod pods;
 pub mod proxy;
+pub mod recovery;
 pub mod runtime;
 pub mod server;
 pub mod status;
@@ -141,16 +144,16 @@ impl Nodelet {
         tracing::info!(node = %self.config.node_name, "node registered");
         let uid = registered.metadata.uid.clone();
 
-        let lease = {
-            let (client, config) = (self.client.clone(), self.config.clone());
-            async move {
-                let mut tick = tokio::time::interval(config.lease_renew_interval);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    if let Err(e) = node::renew_lease(&client, &config, uid.as_deref()).await {
-                        tracing::warn!(node = %config.node_name, error = %e, "renewing the node lease failed");
-                    }
+        let (resync, resync_rx) = recovery::ChannelResync::new(self.config.resync_timeout);
+        let gate = recovery::Gate::new(resync, self.config.silence_threshold);
+        let lease = async {
+            let (client, config) = (&self.client, &self.config);
+            let mut tick = tokio::time::interval(config.lease_renew_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = gate.heartbeat(node::renew_lease(client, config, uid.as_deref())).await {
+                    tracing::warn!(node = %config.node_name, error = %e, "renewing the node lease failed");
                 }
             }
         };
@@ -161,22 +164,46 @@ impl Nodelet {
                 node_name: self.config.node_name.clone(),
                 host_ip: self.machine.ip.to_string(),
                 resync_period: self.resync_period,
+                resync_timeout: self.config.resync_timeout,
             },
+            resync_rx,
         );
-        let status = self.status_loop(registered.status.unwrap_or_default(), version);
+        let status = self.status_loop(&gate, registered.status.unwrap_or_default(), version, uid.as_deref());
         tokio::join!(lease, pods, status, service_proxy);
         Ok(())
     }
 
-    /// Recompute node status every `status_check_interval`; write it when it changed or when
+    /// Recompute node status every `status_check_interval`; write it when it differs from what
+    /// the API has (the node controller may have set Ready=Unknown meanwhile) or when
     /// `status_report_interval` has passed since the last write.
-    async fn status_loop(&self, mut last: k8s_openapi::api::core::v1::NodeStatus, version: String) {
+    async fn status_loop<R: recovery::Resync>(
+        &self,
+        gate: &recovery::Gate<R>,
+        mut last: k8s_openapi::api::core::v1::NodeStatus,
+        version: String,
+        uid: Option<&str>,
+    ) {
         let mut last_write = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(self.config.status_check_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
+        let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(self.client.clone());
         loop {
             tick.tick().await;
+            // Compare with the API's conditions, as the kubelet does: the node controller may have
+            // written them (Ready=Unknown while this node was silent).
+            match tokio::time::timeout(self.config.status_check_interval, nodes.get_opt(&self.config.node_name))
+                .await
+                .unwrap_or(Ok(None))
+            {
+                Ok(Some(n)) => {
+                    if let Some(conditions) = n.status.and_then(|s| s.conditions) {
+                        last.conditions = Some(conditions);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(node = %self.config.node_name, error = %e, "reading the node failed"),
+            }
             let next = node::node_status(
                 &self.config,
                 &self.machine,
@@ -186,8 +213,16 @@ impl Nodelet {
                 Some(&last),
             );
             if node::status_changed(&last, &next) || last_write.elapsed() >= self.config.status_report_interval {
-                match node::post_status(&self.client, &self.config.node_name, &next).await {
+                match gate.heartbeat(node::post_status(&self.client, &self.config.node_name, &next)).await {
                     Ok(_) => {
+                        if node::ready_status(&last) != Some("True") && node::ready_status(&next) == Some("True") {
+                            let name = &self.config.node_name;
+                            let msg = format!("Node {name} status is now: NodeReady");
+                            if let Err(e) = node::record_event(&self.client, &self.config, uid, "NodeReady", msg).await
+                            {
+                                tracing::warn!(node = %name, error = %e, "recording an event failed");
+                            }
+                        }
                         last = next;
                         last_write = tokio::time::Instant::now();
                     }

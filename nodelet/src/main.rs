@@ -230,6 +230,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.reserved_cpu_millis = args.reserved_cpu_millis;
     config.reserved_memory_bytes = args.reserved_memory_mib << 20;
     config.lease_renew_interval = Duration::from_secs(args.lease_renew_seconds.max(1));
+    // Three missed renewals (or a clock jump as long): resync pods before heartbeating again.
+    config.silence_threshold = config.lease_renew_interval * 3;
     config.status_report_interval = Duration::from_secs(args.status_report_seconds.max(1));
     for kv in &args.node_labels {
         let Some((k, v)) = kv.split_once('=') else { bail!("--node-labels: {kv:?} is not key=value") };

@@ -278,6 +278,54 @@ pub async fn renew_lease(client: &kube::Client, config: &Config, node_uid: Optio
     }
 }
 
+/// The status of a node status's Ready condition.
+pub fn ready_status(status: &NodeStatus) -> Option<&str> {
+    status.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready").map(|c| c.status.as_str())
+}
+
+/// Record an Event about this Node (in `default`, where Kubernetes keeps node events), e.g.
+/// `NodeReady` when the nodelet reports Ready again after the node controller marked it Unknown.
+pub async fn record_event(
+    client: &kube::Client,
+    config: &Config,
+    node_uid: Option<&str>,
+    reason: &str,
+    message: String,
+) -> Result<(), NodeError> {
+    use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+    let now = Timestamp::now();
+    let name = &config.node_name;
+    let event = Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}.{:x}", now.as_nanosecond())),
+            namespace: Some("default".into()),
+            ..ObjectMeta::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(name.clone()),
+            uid: node_uid.map(str::to_string),
+            ..ObjectReference::default()
+        },
+        reason: Some(reason.into()),
+        message: Some(message),
+        type_: Some("Normal".into()),
+        source: Some(EventSource { component: Some("nodelet".into()), host: Some(name.clone()) }),
+        reporting_component: Some("nodelet".into()),
+        reporting_instance: Some(name.clone()),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        count: Some(1),
+        ..Event::default()
+    };
+    Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &event)
+        .await
+        .map_err(api_err(format!("recording event {reason} for node {name}")))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

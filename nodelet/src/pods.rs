@@ -24,17 +24,66 @@ pub struct PodConfig {
     pub host_ip: String,
     /// How often a pod is synced when nothing happens (the kubelet's sync frequency).
     pub resync_period: Duration,
+    /// A resync after a silence waits for pods marked for deletion to stop if what remains of
+    /// their grace period is at most this (longer ones stop in the background).
+    pub resync_timeout: Duration,
+}
+
+/// A pod worker: its inbox and its task.
+struct Worker {
+    tx: watch::Sender<Option<Pod>>,
+    /// Becomes true (or closed) when the worker ended: its pod is stopped and released.
+    done: watch::Receiver<bool>,
+}
+
+impl Worker {
+    fn finished(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut done = self.done.clone();
+        async move {
+            let _ = done.wait_for(|d| *d).await;
+        }
+    }
 }
 
 /// Watch the pods bound to this node and keep one worker per pod until the watch ends.
-pub async fn run(client: kube::Client, runtime: Arc<dyn Runtime>, config: PodConfig) {
+///
+/// A request on `resync` (see [`crate::recovery`]) drops the watch and starts a fresh one: its
+/// initial LIST is the truth. Workers of pods missing from it are retired (the pod was deleted
+/// or replaced while this node was cut off; its containers are stopped and removed), the
+/// runtime's leftovers are removed, and only then is the request answered. Events still
+/// buffered in the old watch are dropped with it, and the UIDs of retired pods are never
+/// started again (a pod's UID cannot come back).
+pub async fn run(
+    client: kube::Client,
+    runtime: Arc<dyn Runtime>,
+    config: PodConfig,
+    mut resync: tokio::sync::mpsc::Receiver<crate::recovery::ResyncRequest>,
+) {
     let api: Api<Pod> = Api::all(client.clone());
     let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", config.node_name));
-    let mut stream = watcher(api, wc).boxed();
-    let mut workers: HashMap<String, watch::Sender<Option<Pod>>> = HashMap::new();
+    let mut stream = watcher(api.clone(), wc.clone()).boxed();
+    let mut workers: HashMap<String, Worker> = HashMap::new();
     let mut listing: HashSet<String> = HashSet::new();
+    let mut retired: HashSet<String> = HashSet::new();
     let mut cleaned_up = false;
-    while let Some(event) = stream.next().await {
+    let mut waiting: Option<crate::recovery::ResyncRequest> = None;
+    let mut resync_open = true;
+    loop {
+        let event = tokio::select! {
+            req = resync.recv(), if resync_open => {
+                match req {
+                    Some(req) => {
+                        tracing::info!(node = %config.node_name, "resync requested: relisting the node's pods");
+                        stream = watcher(api.clone(), wc.clone()).boxed();
+                        waiting = Some(req);
+                    }
+                    None => resync_open = false,
+                }
+                continue;
+            }
+            event = stream.next() => event,
+        };
+        let Some(event) = event else { break };
         let event = match event {
             Ok(e) => e,
             Err(e) => {
@@ -43,67 +92,106 @@ pub async fn run(client: kube::Client, runtime: Arc<dyn Runtime>, config: PodCon
                 continue;
             }
         };
-        workers.retain(|_, tx| !tx.is_closed());
+        workers.retain(|_, w| !w.tx.is_closed());
         match event {
             watcher::Event::Init => listing.clear(),
             watcher::Event::InitApply(pod) => {
                 if let Some(uid) = pod.metadata.uid.clone() {
                     listing.insert(uid);
                 }
-                dispatch(&mut workers, &client, &runtime, &config, pod);
+                dispatch(&mut workers, &retired, &client, &runtime, &config, pod);
             }
             watcher::Event::InitDone => {
                 // Pods that vanished while the watch was down: stop them.
-                for (uid, tx) in &workers {
+                let mut stopping = Vec::new();
+                for (uid, w) in &workers {
                     if !listing.contains(uid) {
-                        let _ = tx.send(None);
+                        tracing::info!(node = %config.node_name, %uid, "pod no longer bound to this node; stopping it");
+                        retired.insert(uid.clone());
+                        let _ = w.tx.send(None);
+                        stopping.push(w.finished());
+                    } else if waiting.is_some()
+                        && w.tx.borrow().as_ref().and_then(remaining_grace).is_some_and(|g| g <= config.resync_timeout)
+                    {
+                        // Marked for deletion (maybe while this node was cut off; its
+                        // replacement may run elsewhere already): it stops within what remains
+                        // of its grace period, and the resync waits for that.
+                        stopping.push(w.finished());
                     }
                 }
-                if !cleaned_up {
+                if retired.len() > 10_000 {
+                    retired.clear();
+                }
+                if !cleaned_up || waiting.is_some() {
                     cleaned_up = true;
-                    clean_up_leftovers(&runtime, &config, &listing).await;
+                    // What the runtime holds for pods that are neither listed nor have a worker
+                    // (retired workers stop their own pods), decided now: a pod that arrives
+                    // later is not a leftover.
+                    let leftovers: Vec<String> = match runtime.list_pods().await {
+                        Ok(uids) => {
+                            uids.into_iter().filter(|u| !listing.contains(u) && !workers.contains_key(u)).collect()
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "listing the runtime's pods failed");
+                            Vec::new()
+                        }
+                    };
+                    let (runtime, config, done) = (runtime.clone(), config.clone(), waiting.take());
+                    // Off the event loop: the watch keeps being served while pods stop.
+                    tokio::spawn(async move {
+                        futures::future::join_all(stopping).await;
+                        clean_up_leftovers(&runtime, &config, leftovers).await;
+                        if let Some(done) = done {
+                            let _ = done.send(());
+                        }
+                    });
                 }
             }
-            watcher::Event::Apply(pod) => dispatch(&mut workers, &client, &runtime, &config, pod),
+            watcher::Event::Apply(pod) => dispatch(&mut workers, &retired, &client, &runtime, &config, pod),
             watcher::Event::Delete(pod) => {
-                if let Some(tx) = pod.metadata.uid.as_ref().and_then(|uid| workers.get(uid)) {
-                    let _ = tx.send(None);
+                if let Some(w) = pod.metadata.uid.as_ref().and_then(|uid| workers.get(uid)) {
+                    let _ = w.tx.send(None);
                 }
             }
         }
     }
 }
 
-/// Release what the runtime still holds for pods the API no longer has (after a restart).
-async fn clean_up_leftovers(runtime: &Arc<dyn Runtime>, config: &PodConfig, known: &HashSet<String>) {
-    match runtime.list_pods().await {
-        Ok(uids) => {
-            for uid in uids.into_iter().filter(|u| !known.contains(u)) {
-                tracing::info!(node = %config.node_name, %uid, "removing leftovers of a pod that no longer exists");
-                if let Err(e) = runtime.kill_pod(&uid, Duration::ZERO).await {
-                    tracing::warn!(%uid, error = %e, "cleaning up a leftover pod failed");
-                }
-            }
+/// Release what the runtime still holds for pods the API no longer has (after a restart or a
+/// silence).
+async fn clean_up_leftovers(runtime: &Arc<dyn Runtime>, config: &PodConfig, leftovers: Vec<String>) {
+    for uid in leftovers {
+        tracing::info!(node = %config.node_name, %uid, "removing leftovers of a pod that no longer exists");
+        if let Err(e) = runtime.kill_pod(&uid, Duration::ZERO).await {
+            tracing::warn!(%uid, error = %e, "cleaning up a leftover pod failed");
         }
-        Err(e) => tracing::warn!(error = %e, "listing the runtime's pods failed"),
     }
 }
 
 fn dispatch(
-    workers: &mut HashMap<String, watch::Sender<Option<Pod>>>,
+    workers: &mut HashMap<String, Worker>,
+    retired: &HashSet<String>,
     client: &kube::Client,
     runtime: &Arc<dyn Runtime>,
     config: &PodConfig,
     pod: Pod,
 ) {
     let Some(uid) = pod.metadata.uid.clone() else { return };
-    if let Some(tx) = workers.get(&uid) {
-        let _ = tx.send(Some(pod));
+    if retired.contains(&uid) {
+        return;
+    }
+    if let Some(w) = workers.get(&uid) {
+        let _ = w.tx.send(Some(pod));
         return;
     }
     let (tx, rx) = watch::channel(Some(pod));
-    workers.insert(uid.clone(), tx);
-    tokio::spawn(worker(client.clone(), runtime.clone(), config.clone(), uid, rx));
+    let (done_tx, done) = watch::channel(false);
+    let (client, runtime, config, id) = (client.clone(), runtime.clone(), config.clone(), uid.clone());
+    tokio::spawn(async move {
+        worker(client, runtime, config, id, rx).await;
+        let _ = done_tx.send(true);
+    });
+    workers.insert(uid, Worker { tx, done });
 }
 
 /// The life of one pod on this node.
@@ -199,11 +287,22 @@ async fn write_status(client: &kube::Client, pod: &Pod, status: &PodStatus) -> R
     Ok(())
 }
 
-/// Stop the pod within its grace period, then remove it from the API.
+/// What remains of a deleted pod's grace period: its deletion time (deletion + grace period)
+/// minus now, with a second of slack for the API's whole-second timestamps; zero once passed.
+/// `None` if the pod is not being deleted.
+fn remaining_grace(pod: &Pod) -> Option<Duration> {
+    let at = pod.metadata.deletion_timestamp.as_ref()?.0.as_second().saturating_add(1);
+    Some(Duration::from_secs(u64::try_from(at.saturating_sub(Timestamp::now().as_second())).unwrap_or(0)))
+}
+
+/// Stop the pod within its grace period, then remove it from the API. The grace period counts
+/// from the deletion, not from when this node saw it: a pod deleted while the node was cut off
+/// gets only what remains (its replacement may already run elsewhere).
 async fn terminate(client: &kube::Client, runtime: &dyn Runtime, pod: &Pod, uid: &str) -> Result<(), String> {
-    let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64;
+    let full = Duration::from_secs(pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64);
+    let grace = remaining_grace(pod).map_or(full, |r| r.min(full));
     runtime.pod_terminating(pod);
-    runtime.kill_pod(uid, Duration::from_secs(grace)).await.map_err(|e| e.to_string())?;
+    runtime.kill_pod(uid, grace).await.map_err(|e| e.to_string())?;
     let api: Api<Pod> = Api::namespaced(client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
     let params = DeleteParams {
         grace_period_seconds: Some(0),

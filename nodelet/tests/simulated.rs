@@ -194,3 +194,69 @@ async fn many_simulated_nodes_in_one_process() -> Result<()> {
     }
     Ok(())
 }
+
+/// The pod workers' side of recovery: a resync answers only once the runtime holds exactly the
+/// pods bound to the node in a fresh list — a pod deleted without the node hearing of it (here:
+/// removed from etcd while the API server was down) and a runtime leftover are both gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn resync_removes_pods_the_node_missed_before_answering() -> Result<()> {
+    use ferry_nodelet::recovery::{ChannelResync, Resync};
+    use ferry_nodelet::runtime::simulated::SimulatedRuntime;
+    use ferry_nodelet::runtime::Runtime;
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    let mut cluster = Cluster::start().await?;
+    let client = cluster.client().await?;
+    let runtime = Arc::new(SimulatedRuntime::new(SimulatedConfig::default()));
+    let (resync, requests) = ChannelResync::new(Duration::from_secs(10));
+    let config = ferry_nodelet::pods::PodConfig {
+        node_name: "rs-1".into(),
+        host_ip: "10.0.0.1".into(),
+        resync_period: Duration::from_millis(300),
+        resync_timeout: Duration::from_secs(10),
+    };
+    let workers = tokio::spawn(ferry_nodelet::pods::run(client.clone(), runtime.clone(), config, requests));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let mut uids = BTreeSet::new();
+    for name in ["keep", "missed"] {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"nodeName": "rs-1", "containers": [{"name": "c", "image": "busybox:test"}]}
+        }))?;
+        uids.insert(pods.create(&PostParams::default(), &pod).await?.metadata.uid.context("uid")?);
+    }
+    let runtime_pods =
+        || async { Ok::<_, anyhow::Error>(runtime.list_pods().await?.into_iter().collect::<BTreeSet<_>>()) };
+    eventually("both pods in the runtime", || async { Ok((runtime_pods().await? == uids).then_some(())) }).await?;
+    let keep = pods.get("keep").await?.metadata.uid.context("uid")?;
+
+    // A leftover the API never had, and a deletion the node never hears of.
+    let ghost: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "ghost", "namespace": "default", "uid": "ghost-uid"},
+        "spec": {"nodeName": "rs-1", "containers": [{"name": "c", "image": "busybox:test"}]}
+    }))?;
+    runtime.sync_pod(&ghost).await?;
+    cluster.stop_server().await;
+    let mut etcd = cluster.etcd.client().await?;
+    let keys = etcd.get("/registry/", Some(etcd_client::GetOptions::new().with_prefix().with_keys_only())).await?;
+    let key = keys
+        .kvs()
+        .iter()
+        .filter_map(|kv| kv.key_str().ok())
+        .find(|k| k.ends_with("/pods/default/missed"))
+        .context("the pod's etcd key")?
+        .to_string();
+    etcd.delete(key, None).await?;
+    cluster.restart_server().await?;
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while let Err(e) = resync.resync().await {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "resync never succeeded: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Answered: nothing but the listed pod is left, right now (no waiting).
+    assert_eq!(runtime_pods().await?, BTreeSet::from([keep]));
+    workers.abort();
+    Ok(())
+}

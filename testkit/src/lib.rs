@@ -41,6 +41,7 @@ pub struct Etcd {
     child: Child,
     /// Client URL, `http://127.0.0.1:<port>`.
     pub url: String,
+    peer_url: String,
     dir: tempfile::TempDir,
 }
 
@@ -51,10 +52,17 @@ impl Etcd {
         let (client, peer) = (free_port()?, free_port()?);
         let url = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
-        let log = std::fs::File::create(dir.path().join("etcd.log"))?;
-        let child = Command::new(etcd_binary())
+        let child = Self::spawn(dir.path(), &url, &peer_url)?;
+        let etcd = Etcd { child, url, peer_url, dir };
+        etcd.wait_ready().await?;
+        Ok(etcd)
+    }
+
+    fn spawn(dir: &Path, url: &str, peer_url: &str) -> Result<Child> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("etcd.log"))?;
+        Command::new(etcd_binary())
             .arg("--name=test")
-            .arg(format!("--data-dir={}", dir.path().join("data").display()))
+            .arg(format!("--data-dir={}", dir.join("data").display()))
             .arg(format!("--listen-client-urls={url}"))
             .arg(format!("--advertise-client-urls={url}"))
             .arg(format!("--listen-peer-urls={peer_url}"))
@@ -64,10 +72,14 @@ impl Etcd {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .context("starting etcd (is etcd-server installed?)")?;
-        let etcd = Etcd { child, url, dir };
-        etcd.wait_ready().await?;
-        Ok(etcd)
+            .context("starting etcd (is etcd-server installed?)")
+    }
+
+    /// Kill etcd and start it again on the same data dir and ports; waits until it answers.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.child = Self::spawn(self.dir.path(), &self.url, &self.peer_url)?;
+        self.wait_ready().await
     }
 
     async fn wait_ready(&self) -> Result<()> {

@@ -196,15 +196,17 @@ pub enum Eviction {
     Never,
     /// A NoExecute taint it does not tolerate: now.
     Now,
-    /// Every NoExecute taint is tolerated, the shortest for this long after it was added.
-    At(jiff::Timestamp),
+    /// Every NoExecute taint is tolerated, the shortest for this long.
+    After(std::time::Duration),
 }
 
-/// Kubernetes' taint manager rule: untolerated NoExecute → now; otherwise the earliest
-/// `timeAdded + tolerationSeconds` over the tolerations used; none bounded → never.
-pub fn eviction(pod: &Pod, taints: &[Taint], first_seen: impl Fn(&Taint) -> jiff::Timestamp) -> Eviction {
+/// Kubernetes' taint manager rule: untolerated NoExecute → now; otherwise the shortest
+/// `tolerationSeconds` over the tolerations used; none bounded → never. The window counts
+/// from when the controller first found the pod on the tainted node ([`TolerationClock`]),
+/// as Kubernetes' taint manager counts from when it scheduled the eviction.
+pub fn eviction(pod: &Pod, taints: &[Taint]) -> Eviction {
     let tolerations: &[Toleration] = pod.spec.as_ref().and_then(|s| s.tolerations.as_deref()).unwrap_or_default();
-    let mut earliest: Option<jiff::Timestamp> = None;
+    let mut shortest: Option<i64> = None;
     for t in taints.iter().filter(|t| t.effect == "NoExecute") {
         let used: Vec<&Toleration> = tolerations.iter().filter(|tol| tolerates(tol, t)).collect();
         if used.is_empty() {
@@ -215,11 +217,72 @@ pub fn eviction(pod: &Pod, taints: &[Taint], first_seen: impl Fn(&Taint) -> jiff
             continue;
         }
         let secs = used.iter().filter_map(|tol| tol.toleration_seconds).min().unwrap_or(0).max(0);
-        let added = t.time_added.as_ref().map(|t| t.0).unwrap_or_else(|| first_seen(t));
-        let at = added + jiff::SignedDuration::from_secs(secs);
-        earliest = Some(earliest.map_or(at, |e| e.min(at)));
+        shortest = Some(shortest.map_or(secs, |s| s.min(secs)));
     }
-    earliest.map_or(Eviction::Never, Eviction::At)
+    shortest.map_or(Eviction::Never, |s| Eviction::After(std::time::Duration::from_secs(s.unsigned_abs())))
+}
+
+/// When each pod's toleration window started, on the controller's monotonic clock: the first
+/// pass that found it on a NoExecute-tainted node with a bounded toleration. A pod whose node
+/// loses the taints (the node recovered) starts a fresh window next time.
+#[derive(Debug, Default)]
+pub struct TolerationClock {
+    started: std::collections::HashMap<String, tokio::time::Instant>,
+}
+
+impl TolerationClock {
+    /// Whether pod `uid` must go now, given its [`eviction`] rule.
+    pub fn due(&mut self, uid: &str, rule: Eviction, now: tokio::time::Instant) -> bool {
+        match rule {
+            Eviction::Never => {
+                self.started.remove(uid);
+                false
+            }
+            Eviction::Now => true,
+            Eviction::After(window) => {
+                let start = *self.started.entry(uid.to_owned()).or_insert(now);
+                now.saturating_duration_since(start) >= window
+            }
+        }
+    }
+
+    /// Forget pods not in `live` (no longer on a tainted node, deleted).
+    pub fn retain(&mut self, live: &std::collections::HashSet<String>) {
+        self.started.retain(|uid, _| live.contains(uid));
+    }
+}
+
+/// The last heartbeat seen per node and when it changed, on the controller's monotonic clock
+/// (so clock skew between nodes and the controller does not matter). A node seen for the first
+/// time — also after a controller restart — gets a fresh grace period.
+#[derive(Debug, Default)]
+pub struct Heartbeats {
+    observed: std::collections::HashMap<String, (String, tokio::time::Instant)>,
+}
+
+impl Heartbeats {
+    /// Record node `name`'s heartbeat token `beat` (Lease renewTime, Ready heartbeat time) as
+    /// seen at `now`; returns how long it has not changed.
+    pub fn observe(&mut self, name: &str, beat: &str, now: tokio::time::Instant) -> std::time::Duration {
+        let entry = self.observed.entry(name.to_owned()).or_insert_with(|| (beat.to_owned(), now));
+        if entry.0 != beat {
+            *entry = (beat.to_owned(), now);
+        }
+        now.saturating_duration_since(entry.1)
+    }
+
+    /// Every node's silence starts over now: the controller could not see heartbeats (its
+    /// watches were down, e.g. while the API server or etcd restarted).
+    pub fn restart_all(&mut self, now: tokio::time::Instant) {
+        for v in self.observed.values_mut() {
+            v.1 = now;
+        }
+    }
+
+    /// Forget nodes not in `names`.
+    pub fn retain(&mut self, names: &std::collections::HashSet<String>) {
+        self.observed.retain(|n, _| names.contains(n));
+    }
 }
 
 #[cfg(test)]
@@ -309,28 +372,73 @@ mod tests {
     }
 
     #[test]
-    fn eviction_times_follow_tolerations() {
-        let added = jiff::Timestamp::from_second(1_000).expect("ts");
-        let t = Taint {
-            key: UNREACHABLE.into(),
-            effect: "NoExecute".into(),
-            value: None,
-            time_added: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(added)),
-        };
-        let seen = |_: &Taint| added;
-        assert_eq!(eviction(&pod(json!([])), std::slice::from_ref(&t), seen), Eviction::Now);
+    fn eviction_windows_follow_tolerations() {
+        let t = Taint { key: UNREACHABLE.into(), effect: "NoExecute".into(), value: None, time_added: None };
+        assert_eq!(eviction(&pod(json!([])), std::slice::from_ref(&t)), Eviction::Now);
         let bounded =
             pod(json!([{"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30}]));
-        assert_eq!(
-            eviction(&bounded, std::slice::from_ref(&t), seen),
-            Eviction::At(jiff::Timestamp::from_second(1_030).expect("ts"))
-        );
+        assert_eq!(eviction(&bounded, std::slice::from_ref(&t)), Eviction::After(Duration::from_secs(30)));
+        let two = pod(json!([
+            {"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30},
+            {"key": NOT_READY, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}
+        ]));
+        let not_ready = Taint { key: NOT_READY.into(), ..t.clone() };
+        assert_eq!(eviction(&two, &[t.clone(), not_ready]), Eviction::After(Duration::from_secs(5)), "the shortest");
         let forever = pod(json!([{"operator": "Exists"}]));
-        assert_eq!(eviction(&forever, std::slice::from_ref(&t), seen), Eviction::Never);
+        assert_eq!(eviction(&forever, std::slice::from_ref(&t)), Eviction::Never);
         let other = pod(json!([{"key": NOT_READY, "operator": "Exists", "effect": "NoExecute"}]));
-        assert_eq!(eviction(&other, std::slice::from_ref(&t), seen), Eviction::Now);
+        assert_eq!(eviction(&other, std::slice::from_ref(&t)), Eviction::Now);
         let no_schedule = Taint { effect: "NoSchedule".into(), ..t };
-        assert_eq!(eviction(&pod(json!([])), &[no_schedule], seen), Eviction::Never, "only NoExecute evicts");
+        assert_eq!(eviction(&pod(json!([])), &[no_schedule]), Eviction::Never, "only NoExecute evicts");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn toleration_windows_count_from_first_sight_on_the_monotonic_clock() {
+        let mut clock = TolerationClock::default();
+        let window = Eviction::After(Duration::from_secs(300));
+        let t0 = tokio::time::Instant::now();
+        assert!(!clock.due("p", window, t0));
+        tokio::time::advance(Duration::from_millis(299_999)).await;
+        assert!(!clock.due("p", window, tokio::time::Instant::now()), "one millisecond early");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(clock.due("p", window, tokio::time::Instant::now()), "exactly tolerationSeconds after first sight");
+        // The node recovers (the pod is no longer on a tainted node), then fails again: a fresh window.
+        clock.retain(&std::collections::HashSet::new());
+        assert!(!clock.due("p", window, tokio::time::Instant::now()));
+        tokio::time::advance(Duration::from_secs(299)).await;
+        assert!(!clock.due("p", window, tokio::time::Instant::now()));
+        // A shorter toleration later (a second taint) counts from the same start.
+        assert!(clock.due("p", Eviction::After(Duration::from_secs(10)), tokio::time::Instant::now()));
+        assert!(clock.due("q", Eviction::Now, tokio::time::Instant::now()), "untolerated: at once");
+        assert!(!clock.due("r", Eviction::Never, tokio::time::Instant::now()), "tolerated forever");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn grace_counts_from_the_last_changed_heartbeat() {
+        let grace = Duration::from_secs(50);
+        let ready = node("True", json!([]), false);
+        let mut beats = Heartbeats::default();
+        let now = tokio::time::Instant::now;
+        assert_eq!(beats.observe("n", "r1", now()), Duration::ZERO, "first sight: a fresh grace period");
+        // Renewals every 10 s keep it healthy however long it runs.
+        for i in 2..20 {
+            tokio::time::advance(Duration::from_secs(10)).await;
+            let since = beats.observe("n", &format!("r{i}"), now());
+            assert_eq!(health(&ready, since, grace), Health::Ready);
+        }
+        // Silent: the same token for exactly the grace period is still Ready, a moment more is Unknown.
+        tokio::time::advance(grace).await;
+        assert_eq!(health(&ready, beats.observe("n", "r19", now()), grace), Health::Ready);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(health(&ready, beats.observe("n", "r19", now()), grace), Health::Unknown);
+        // The controller's own view was cut off (API server restart): everyone starts over.
+        beats.restart_all(now());
+        tokio::time::advance(Duration::from_secs(49)).await;
+        assert_eq!(health(&ready, beats.observe("n", "r19", now()), grace), Health::Ready);
+        // A node that was forgotten (deleted and re-created) gets a fresh grace period.
+        beats.retain(&std::collections::HashSet::new());
+        tokio::time::advance(Duration::from_secs(100)).await;
+        assert_eq!(beats.observe("n", "r19", now()), Duration::ZERO);
     }
 
     #[test]

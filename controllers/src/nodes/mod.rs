@@ -26,7 +26,8 @@ use tokio::time::Instant;
 
 use crate::events::{Recorder, NORMAL, WARNING};
 use crate::informer::Informer;
-use logic::{Brakes, Eviction, Health};
+use crate::informer::WatchHealth;
+use logic::{Brakes, Health, Heartbeats, TolerationClock};
 
 /// Settings (kube-controller-manager's flags of the same names).
 #[derive(Clone, Debug)]
@@ -90,7 +91,10 @@ pub async fn run(client: kube::Client, pods: &Informer<Pod>, config: Config) {
             pods: pods.store(),
             config: config.clone(),
             recorder: Recorder::new(client.clone(), "node-controller"),
-            observed: HashMap::new(),
+            heartbeats: Heartbeats::default(),
+            views: [nodes.health(), leases.health()],
+            lists_seen: 0,
+            tolerations: TolerationClock::default(),
             limiters: HashMap::new(),
             all_disrupted: false,
             evicted: HashSet::new(),
@@ -144,7 +148,13 @@ struct Monitor {
     config: Config,
     recorder: Recorder,
     /// Per node: the last heartbeat seen (lease renewTime + Ready heartbeat) and when it changed.
-    observed: HashMap<String, (String, Instant)>,
+    heartbeats: Heartbeats,
+    /// The node and lease watches: heartbeats are judged only while both are current.
+    views: [Arc<WatchHealth>; 2],
+    /// Full lists of both watches seen at the last monitor pass.
+    lists_seen: u64,
+    /// When each pod's toleration window started.
+    tolerations: TolerationClock,
     limiters: HashMap<String, Limiter>,
     /// Every zone fully disrupted at the last monitor pass: evict nothing.
     all_disrupted: bool,
@@ -180,15 +190,25 @@ impl Monitor {
         let now = Instant::now();
         let nodes = self.nodes.state();
         let mut healths: Vec<(Arc<Node>, Health)> = Vec::with_capacity(nodes.len());
+        // Heartbeats the controller could not see (its watches were down: the API server or
+        // etcd restarted) are no sign of dead nodes: judge nothing while a watch is down, and
+        // give every node a fresh grace period once both listed again.
+        if !self.views.iter().all(|v| v.live()) {
+            return;
+        }
+        let lists: u64 = self.views.iter().map(|v| v.lists()).sum();
+        if lists != self.lists_seen {
+            if self.lists_seen != 0 {
+                tracing::info!("node and lease watches listed again: every node gets a fresh grace period");
+            }
+            self.heartbeats.restart_all(now);
+            self.lists_seen = lists;
+        }
         let names: HashSet<String> = nodes.iter().map(|n| n.name_any()).collect();
-        self.observed.retain(|n, _| names.contains(n));
+        self.heartbeats.retain(&names);
         for node in nodes {
             let beat = self.heartbeat(&node);
-            let entry = self.observed.entry(node.name_any()).or_insert_with(|| (beat.clone(), now));
-            if entry.0 != beat {
-                *entry = (beat, now);
-            }
-            let since = now.saturating_duration_since(entry.1);
+            let since = self.heartbeats.observe(&node.name_any(), &beat, now);
             let h = logic::health(&node, since, self.config.grace_period);
             healths.push((node, h));
         }
@@ -288,9 +308,9 @@ impl Monitor {
             let patch = json!({"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "NodeNotReady",
                 "lastTransitionTime": now.to_string()}]}});
             let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
-            if let Err(e) = api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(&patch)).await
-            {
-                tracing::warn!(pod = %pod.name_any(), error = %e, "marking the pod not ready failed");
+            match api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(&patch)).await {
+                Ok(_) => self.recorder.record(pod.as_ref(), WARNING, "NodeNotReady", "Node is not ready".into()),
+                Err(e) => tracing::warn!(pod = %pod.name_any(), error = %e, "marking the pod not ready failed"),
             }
         }
     }
@@ -298,10 +318,10 @@ impl Monitor {
     /// Taint-based eviction: delete pods that do not tolerate their node's NoExecute taints, or
     /// whose tolerationSeconds ran out.
     async fn evict(&mut self) {
-        if self.all_disrupted {
+        if self.all_disrupted || !self.views.iter().all(|v| v.live()) {
             return;
         }
-        let now = jiff::Timestamp::now();
+        let now = Instant::now();
         let tainted: HashMap<String, Vec<k8s_openapi::api::core::v1::Taint>> = self
             .nodes
             .state()
@@ -314,8 +334,10 @@ impl Monitor {
             .collect();
         if tainted.is_empty() {
             self.evicted.clear();
+            self.tolerations.retain(&HashSet::new());
             return;
         }
+        let mut on_tainted = HashSet::new();
         for pod in self.pods.state() {
             let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else { continue };
             let Some(taints) = tainted.get(node) else { continue };
@@ -323,12 +345,8 @@ impl Monitor {
             if pod.metadata.deletion_timestamp.is_some() || self.evicted.contains(&uid) {
                 continue;
             }
-            let due = match logic::eviction(&pod, taints, |_| now) {
-                Eviction::Never => false,
-                Eviction::Now => true,
-                Eviction::At(t) => t <= now,
-            };
-            if !due {
+            on_tainted.insert(uid.clone());
+            if !self.tolerations.due(&uid, logic::eviction(&pod, taints), now) {
                 continue;
             }
             let ns = pod.namespace().unwrap_or_default();
@@ -354,6 +372,7 @@ impl Monitor {
                 Err(e) => tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "taint eviction failed"),
             }
         }
+        self.tolerations.retain(&on_tainted);
     }
 
     /// Pod GC: pods bound to nodes that no longer exist (force-deleted, also when stuck
@@ -512,5 +531,26 @@ mod tests {
         assert!(l.try_take(t0 + Duration::from_secs(10), 0.1));
         let mut z = Limiter::default();
         assert!(!z.try_take(t0, 0.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn zone_rates_space_new_evictions_on_the_monotonic_clock() {
+        // A zone over the unhealthy threshold in a large cluster: the secondary rate, 0.01/s.
+        let brakes = Brakes::default();
+        let rate = brakes.rate(logic::ZoneState::PartialDisruption, 100, false);
+        assert_eq!(rate, brakes.secondary_eviction_rate);
+        let mut l = Limiter::default();
+        let mut taken = Vec::new();
+        let start = Instant::now();
+        // Ten nodes fail at once; the monitor asks every 5 s for 10 minutes.
+        for _ in 0..120 {
+            if l.try_take(Instant::now(), rate) {
+                taken.push(start.elapsed().as_secs());
+            }
+            tokio::time::advance(Duration::from_secs(5)).await;
+        }
+        assert_eq!(taken, [0, 100, 200, 300, 400, 500], "one new NoExecute taint per 1/rate seconds");
+        // The same zone in a small cluster: no new NoExecute taints at all.
+        assert_eq!(brakes.rate(logic::ZoneState::PartialDisruption, 10, false), 0.0);
     }
 }
