@@ -6,11 +6,6 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// mimalloc: the API server allocates and frees many small JSON values per request, which glibc's
-/// allocator handles poorly under concurrency (it showed as the top cost in profiles).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Ferry's Kubernetes-compatible API server.
 #[derive(Parser, Debug)]
 #[command(name = "ferry-apiserver", version, subcommand_negates_reqs = true)]

@@ -23,10 +23,6 @@ use etcd_client::GetOptions;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The same allocator as the `ferry-apiserver` binary, for the in-process API server.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Benchmark Ferry's API server against a direct-etcd floor and print a Markdown report.
 #[derive(Parser, Debug)]
 #[command(name = "ferry-bench-apiserver", version)]

@@ -420,10 +420,6 @@ fn decision_phase(args: &Args, out: &mut String) -> Result<()> {
     Ok(())
 }
 
-/// The same allocator as the `ferry-apiserver` binary, for the in-process API server.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
