@@ -216,10 +216,29 @@ async fn run_phase(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let seen = seen.lock().map_err(|_| anyhow::anyhow!("lock"))?;
-    let mut out: Vec<Duration> =
-        created.iter().filter_map(|(n, t)| seen.get(n).map(|r| r.saturating_duration_since(*t))).collect();
+    let mut out: Vec<(Duration, &str)> = created
+        .iter()
+        .filter_map(|(n, t)| seen.get(n).map(|r| (r.saturating_duration_since(*t), n.as_str())))
+        .collect();
     out.sort();
-    Ok(out)
+    // Where the tail is (which pods, in creation order) says more than the percentile.
+    let slowest: Vec<String> = out.iter().rev().take(5).map(|(d, n)| format!("{n} {} ms", d.as_millis())).collect();
+    eprintln!("slowest: {}", slowest.join(", "));
+    Ok(out.into_iter().map(|(d, _)| d).collect())
+}
+
+/// Wait until the nodelet has removed every pod directory under `pods_dir` (its last step of
+/// tearing a pod down), then two more seconds for the kernel's asynchronous netns cleanup.
+async fn settle(pods_dir: &std::path::Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::read_dir(pods_dir).map(|d| d.count()).unwrap_or(0) > 0 {
+        if Instant::now() > deadline {
+            bail!("the nodelet did not finish tearing pods down within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(())
 }
 
 async fn delete_all(pods: &Api<Pod>) -> Result<()> {
@@ -335,6 +354,11 @@ async fn main() -> Result<()> {
     let rss_running = rss_kib(nodelet.0.id())?;
     eprintln!("== deleting");
     delete_all(&pods).await?;
+    // The pods are gone from the API before the node has finished tearing them down (CNI DEL,
+    // netns removal, which the kernel completes asynchronously). Pods created meanwhile wait
+    // for that (measured: the first five of the fast run took 0.4–1 s): let the node settle so
+    // the fast run measures startup, not the previous run's teardown.
+    settle(&work.path().join("nodelet/pods")).await?;
     eprintln!("== {} pods at {}/s", args.fast_pods, args.fast_rate);
     let fast = run_phase(&pods, &seen, "fast", args.fast_pods, args.fast_rate).await?;
     let rss_fast = rss_kib(nodelet.0.id())?;

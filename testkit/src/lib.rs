@@ -183,6 +183,9 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
+        // Pods' network namespaces outlive their containers: note the ones this daemon's
+        // containers joined (a test that failed never tore its pods down) to remove them below.
+        let netns = bundle_netns(&self.dir.path().join("state"));
         // Shims outlive containerd: kill this daemon's shims and their containers first.
         kill_shims(&self.socket);
         let _ = self.child.kill();
@@ -198,7 +201,32 @@ impl Drop for Containerd {
                 let _ = Command::new("umount").arg("-l").arg(p).status();
             }
         }
+        for path in netns.iter().filter(|p| p.exists()) {
+            if let Some(name) = path.file_name() {
+                let _ = Command::new("ip").arg("netns").arg("delete").arg(name).status();
+            }
+        }
     }
+}
+
+/// The named network namespaces (`/run/netns/…`) that the containers of the containerd with
+/// this state dir joined, read from the OCI specs of its task bundles.
+fn bundle_netns(state: &Path) -> std::collections::BTreeSet<PathBuf> {
+    let mut found = std::collections::BTreeSet::new();
+    let tasks = state.join("io.containerd.runtime.v2.task");
+    for namespace in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
+        for bundle in std::fs::read_dir(namespace.path()).into_iter().flatten().flatten() {
+            let Ok(text) = std::fs::read(bundle.path().join("config.json")) else { continue };
+            let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&text) else { continue };
+            let namespaces = spec.pointer("/linux/namespaces").and_then(serde_json::Value::as_array);
+            for n in namespaces.into_iter().flatten().filter(|n| n["type"] == "network") {
+                if let Some(path) = n["path"].as_str().filter(|p| p.starts_with("/run/netns/")) {
+                    found.insert(PathBuf::from(path));
+                }
+            }
+        }
+    }
+    found
 }
 
 /// A private OCI registry (Debian's `docker-registry`, plain HTTP, no auth) on 127.0.0.1.
@@ -588,5 +616,31 @@ impl RawWatch {
                 None => bail!("watch closed before the condition held; got {out:?}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundle_netns_reads_the_network_namespace_paths_of_task_bundles() -> Result<()> {
+        let state = tempfile::tempdir()?;
+        let bundle = |ns: &str, id: &str, spec: serde_json::Value| -> Result<()> {
+            let dir = state.path().join("io.containerd.runtime.v2.task").join(ns).join(id);
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(dir.join("config.json"), serde_json::to_vec(&spec)?)?;
+            Ok(())
+        };
+        let joined = |path: &str| serde_json::json!({"linux": {"namespaces": [{"type": "pid"}, {"type": "network", "path": path}]}});
+        bundle("k8s", "a", joined("/run/netns/ferry-1"))?;
+        bundle("k8s", "b", joined("/run/netns/ferry-1"))?;
+        bundle("other", "c", joined("/run/netns/ferry-2"))?;
+        bundle("k8s", "host", serde_json::json!({"linux": {"namespaces": [{"type": "pid"}]}}))?;
+        bundle("k8s", "elsewhere", joined("/proc/1/ns/net"))?;
+        let found: Vec<PathBuf> = bundle_netns(state.path()).into_iter().collect();
+        assert_eq!(found, vec![PathBuf::from("/run/netns/ferry-1"), PathBuf::from("/run/netns/ferry-2")]);
+        assert!(bundle_netns(&state.path().join("missing")).is_empty());
+        Ok(())
     }
 }
