@@ -516,7 +516,7 @@ async fn run_components(a: &UpArgs, data: &Path) -> Result<()> {
         for node in &nodes {
             std::fs::create_dir_all(&node.root).with_context(|| format!("creating {}", node.root.display()))?;
             let pki = node_credentials(bin, data, node, a).await?;
-            let c = Component {
+            let mut c = Component {
                 name: leak(format!("nodelet-{}", node.name)),
                 program: nodelet.clone(),
                 args: args(&[
@@ -526,16 +526,6 @@ async fn run_components(a: &UpArgs, data: &Path) -> Result<()> {
                     &node.name,
                     &"--node-ip",
                     &a.node_ip.to_string(),
-                    &"--root-dir",
-                    &node.root,
-                    &"--containerd-address",
-                    &socket,
-                    &"--containerd-namespace",
-                    &node.namespace,
-                    &"--pod-cidr",
-                    &node.pod_cidr,
-                    &"--cni-bridge",
-                    &node.bridge,
                     &"--tls-cert-file",
                     &pki.join("nodelet.crt"),
                     &"--tls-private-key-file",
@@ -548,7 +538,7 @@ async fn run_components(a: &UpArgs, data: &Path) -> Result<()> {
                     &node.port.to_string(),
                 ]),
             };
-            let mut c = c;
+            c.args.extend(node_runtime_args(node, &socket));
             if let Some(ip) = cluster_dns {
                 c.args.extend(args(&[&"--cluster-dns", &ip.to_string(), &"--cluster-domain", &a.cluster_domain]));
             }
@@ -639,7 +629,8 @@ async fn node_credentials(bin: Option<&Path>, data: &Path, node: &NodeSpec, a: &
     Ok(out_dir)
 }
 
-fn teardown_args(node: &NodeSpec, socket: &Path) -> Vec<OsString> {
+/// The flags that place a node's pods: its root dir, containerd, pod CIDR and bridge.
+fn node_runtime_args(node: &NodeSpec, socket: &Path) -> Vec<OsString> {
     args(&[
         &"--root-dir",
         &node.root,
@@ -651,8 +642,13 @@ fn teardown_args(node: &NodeSpec, socket: &Path) -> Vec<OsString> {
         &node.pod_cidr,
         &"--cni-bridge",
         &node.bridge,
-        &"teardown",
     ])
+}
+
+fn teardown_args(node: &NodeSpec, socket: &Path) -> Vec<OsString> {
+    let mut a = node_runtime_args(node, socket);
+    a.push("teardown".into());
+    a
 }
 
 /// Run one node's teardown, its output appended to the node's log.
