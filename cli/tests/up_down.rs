@@ -147,3 +147,49 @@ fn bad_input_is_one_line_and_exit_1() -> Result<()> {
 fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| p.is_file())
 }
+
+/// A cluster that cannot get ready (its API port is taken) is stopped in order by the supervisor
+/// it ran under: `ferry up --detach` exits 1 naming the timeout, and no process of it remains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_that_cannot_start_leaves_nothing_running() -> Result<()> {
+    if which("etcd").is_none() {
+        assert!(std::env::var_os("CI").is_none(), "etcd must be installed in CI");
+        println!("etcd not installed: skipping");
+        return Ok(());
+    }
+    ensure_daemons()?;
+    let tmp = tempfile::tempdir()?;
+    let data = tmp.path().join("cluster");
+    let data_s = data.to_string_lossy().into_owned();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let api = taken.local_addr()?.port().to_string();
+    let [etcd, peer, dns] = [free_port()?, free_port()?, free_port()?].map(|p| p.to_string());
+    let _down = Down(vec!["--data-dir".into(), data_s.clone()]);
+    let out = run(&[
+        "up",
+        "--detach",
+        "--nodes",
+        "0",
+        "--timeout",
+        "5",
+        "--data-dir",
+        &data_s,
+        "--api-port",
+        &api,
+        "--etcd-port",
+        &etcd,
+        "--etcd-peer-port",
+        &peer,
+        "--dns-port",
+        &dns,
+    ])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not ready within 5 s"), "{stderr}");
+    // etcd had started before the API server failed: it must be gone with the supervisor.
+    let log = std::fs::read_to_string(data.join("logs/ferry.log")).unwrap_or_default();
+    assert!(log.contains("stopping"), "the supervisor stopped what it started: {log}");
+    assert_eq!(processes_mentioning(&data_s), Vec::<String>::new(), "nothing of the cluster runs");
+    drop(taken);
+    Ok(())
+}

@@ -368,13 +368,24 @@ async fn detach(a: &UpArgs, data: &Path) -> Result<()> {
             break;
         }
         if Instant::now() > deadline {
-            let _ = child.start_kill();
+            stop_supervisor(&mut child, data).await;
             bail!("the cluster was not ready within {} s; see {}", a.timeout, data.join("logs").display());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     print_next_steps(data, a);
     Ok(())
+}
+
+/// Stop a supervisor that did not get ready: on SIGTERM it stops what it started, in order
+/// (pods removed before containerd); one that hangs is killed with its process group and swept.
+async fn stop_supervisor(child: &mut Child, data: &Path) {
+    let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) else { return };
+    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    if tokio::time::timeout(Duration::from_secs(90), child.wait()).await.is_err() {
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        sweep(data);
+    }
 }
 
 fn peer_port(a: &UpArgs) -> u16 {
@@ -417,11 +428,54 @@ async fn supervise(a: &UpArgs, data: &Path) -> Result<()> {
 }
 
 async fn run_components(a: &UpArgs, data: &Path) -> Result<()> {
+    let mut running: Vec<Supervised> = Vec::new();
+    // Commands that remove the nodes' pods from the machine, run before containerd stops.
+    let mut teardowns: Vec<Component> = Vec::new();
+    // SIGTERM / Ctrl-C while starting (`ferry down`, or `--detach` giving up) stops too.
+    let started = tokio::select! {
+        r = start_components(a, data, &mut running, &mut teardowns) => r,
+        () = shutdown_signal() => Err(anyhow::anyhow!("stopped while starting")),
+    };
+    if started.is_ok() {
+        std::fs::write(data.join("ready"), std::process::id().to_string()).context("writing the ready marker")?;
+        if !a.supervise {
+            print_next_steps(data, a);
+        }
+        let names: Vec<&str> = running.iter().map(|r| r.name).collect();
+        eprintln!("ferry: running {}", names.join(", "));
+        shutdown_signal().await;
+    }
+    // Also when starting failed half way: what did start must not outlive the supervisor.
+    eprintln!("ferry: stopping");
+    // Last started, first stopped; the nodes' pods are removed while containerd still runs.
+    for r in running.into_iter().rev() {
+        if r.name == "containerd" {
+            for t in &teardowns {
+                run_teardown(t, data).await;
+            }
+            let _ = std::fs::remove_dir_all(data.join("nodes"));
+        }
+        let _ = r.stop.send(true);
+        let _ = r.task.await;
+    }
+    if a.nodes > 0 {
+        let _ = std::fs::remove_dir_all(containerd_run_dir(data));
+    }
+    dns::delete_link(&dns::link(&cluster_id(data)));
+    started
+}
+
+/// Start the components in dependency order, each once the one before is ready, into `running`.
+async fn start_components(
+    a: &UpArgs,
+    data: &Path,
+    running: &mut Vec<Supervised>,
+    teardowns: &mut Vec<Component>,
+) -> Result<()> {
     let bin = a.bin_dir.as_deref();
     let etcd = find(bin, "etcd").context("etcd is not installed (apt install etcd-server)")?;
     let apiserver = find(bin, "ferry-apiserver").context("ferry-apiserver not found next to ferry or on PATH")?;
     let kc = kubeconfig(data);
-    let mut running: Vec<Supervised> = Vec::new();
 
     let etcd_url = format!("http://127.0.0.1:{}", a.etcd_port);
     let peer_url = format!("http://127.0.0.1:{}", peer_port(a));
@@ -452,8 +506,6 @@ async fn run_components(a: &UpArgs, data: &Path) -> Result<()> {
 
     let nodes = node_specs(a, data)?;
     write_record(data, &nodes)?;
-    // Commands that remove the nodes' pods from the machine, run before containerd stops.
-    let mut teardowns: Vec<Component> = Vec::new();
     if !nodes.is_empty() {
         let containerd = find(bin, "containerd").context("containerd is not installed (apt install containerd)")?;
         std::fs::create_dir_all(containerd_run_dir(data)).context("creating /run/ferry")?;
@@ -579,30 +631,6 @@ async fn run_components(a: &UpArgs, data: &Path) -> Result<()> {
         }
         wait_nodes(&kc, &expected_nodes, a.timeout).await?;
     }
-    std::fs::write(data.join("ready"), std::process::id().to_string()).context("writing the ready marker")?;
-    if !a.supervise {
-        print_next_steps(data, a);
-    }
-    let names: Vec<&str> = running.iter().map(|r| r.name).collect();
-    eprintln!("ferry: running {}", names.join(", "));
-
-    shutdown_signal().await;
-    eprintln!("ferry: stopping");
-    // Last started, first stopped; the nodes' pods are removed while containerd still runs.
-    for r in running.into_iter().rev() {
-        if r.name == "containerd" {
-            for t in &teardowns {
-                run_teardown(t, data).await;
-            }
-            let _ = std::fs::remove_dir_all(data.join("nodes"));
-        }
-        let _ = r.stop.send(true);
-        let _ = r.task.await;
-    }
-    if !nodes.is_empty() {
-        let _ = std::fs::remove_dir_all(containerd_run_dir(data));
-    }
-    dns::delete_link(&dns_link);
     Ok(())
 }
 
