@@ -364,6 +364,8 @@ async fn main() -> Result<()> {
     let rss_fast = rss_kib(nodelet.0.id())?;
     eprintln!("== deleting");
     delete_all(&pods).await?;
+    // And let the node finish before it is stopped, so no pod's netns outlives the benchmark.
+    settle(&work.path().join("nodelet/pods")).await?;
     watch.abort();
     drop(nodelet);
 
