@@ -19,8 +19,8 @@
 //! `ferry down` stops the supervisor, which stops its children last started first and, before
 //! containerd, removes the proxy's table and runs `ferry-nodelet teardown` for each node (pods'
 //! containers, netns, CNI addresses, the bridge); then anything left (a supervisor that was
-//! killed) is swept. The same
-//! data dir brings the same cluster back with its objects.
+//! killed) is swept. A start that fails half way, or is cancelled by SIGTERM, stops what did
+//! start the same way. The same data dir brings the same cluster back with its objects.
 
 mod dns;
 
@@ -436,8 +436,10 @@ async fn run_components(a: &UpArgs, data: &Path) -> Result<()> {
         r = start_components(a, data, &mut running, &mut teardowns) => r,
         () = shutdown_signal() => Err(anyhow::anyhow!("stopped while starting")),
     };
+    let started = started.and_then(|()| {
+        std::fs::write(data.join("ready"), std::process::id().to_string()).context("writing the ready marker")
+    });
     if started.is_ok() {
-        std::fs::write(data.join("ready"), std::process::id().to_string()).context("writing the ready marker")?;
         if !a.supervise {
             print_next_steps(data, a);
         }
