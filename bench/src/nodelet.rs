@@ -66,15 +66,6 @@ impl Drop for Process {
     }
 }
 
-/// A Linux bridge removed on drop.
-struct Bridge(String);
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.0]).status();
-    }
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -282,7 +273,7 @@ async fn main() -> Result<()> {
     // The floor, on a bridge and subnet of its own.
     eprintln!("== floor: {} × netns + CNI + container create/start", args.floor_samples);
     let pid = std::process::id();
-    let floor_bridge = Bridge(format!("fbf{:x}", pid & 0xffffff));
+    let floor_bridge = ferry_testkit::LinkGuard(format!("fbf{:x}", pid & 0xffffff));
     let floor_cni = CniConfig {
         bin_dir: "/usr/lib/cni".into(),
         bridge: floor_bridge.0.clone(),
@@ -298,7 +289,7 @@ async fn main() -> Result<()> {
 
     // The nodelet as its own process.
     eprintln!("== starting ferry-nodelet");
-    let bridge = Bridge(format!("fbn{:x}", pid & 0xffffff));
+    let bridge = ferry_testkit::LinkGuard(format!("fbn{:x}", pid & 0xffffff));
     let log_path = work.path().join("nodelet.log");
     let child = Command::new(&args.nodelet_bin)
         .arg("--kubeconfig")

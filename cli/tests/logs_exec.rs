@@ -16,14 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
-struct Bridge(String);
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip").args(["link", "del", &self.0]).status();
-    }
-}
-
 async fn ferry(
     kubeconfig: &std::path::Path,
     args: &[&str],
@@ -57,7 +49,7 @@ async fn ferry_logs_and_exec() -> Result<()> {
     ferry_testkit::busybox_image_archive(&archive, "docker.io/ferry/busybox:test")?;
     Containerd::connect(&daemon.socket, NAMESPACE).await?.import_archive(&archive).await?;
     let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos() ^ std::process::id();
-    let bridge = Bridge(format!("fy{:x}", (n ^ 0x00c1c1) & 0xffffff));
+    let bridge = ferry_testkit::LinkGuard(format!("fy{:x}", (n ^ 0x00c1c1) & 0xffffff));
     let subnet = format!("10.{}.{}.0/24", 200 + (n % 50), (n >> 8) % 256);
     let config = ContainerdConfig {
         root_dir: root.path().join("nodelet"),

@@ -1,11 +1,13 @@
 //! Pods on real containerd + runc + CNI (bridge, host-local, loopback), with the API server and
 //! etcd, and an image built from busybox-static and imported by the test.
 
+mod common;
+
 use anyhow::{bail, Context, Result};
 use ferry_nodelet::machine::Machine;
-use ferry_nodelet::runtime::cni::{self, CniConfig};
+use ferry_nodelet::runtime::cni;
 use ferry_nodelet::runtime::containerd::{Containerd, NAMESPACE};
-use ferry_nodelet::runtime::pods_containerd::{ContainerdConfig, ContainerdRuntime};
+use ferry_nodelet::runtime::pods_containerd::ContainerdRuntime;
 use ferry_nodelet::{Config, Nodelet};
 use ferry_testkit::Cluster;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
@@ -13,32 +15,6 @@ use kube::api::{Api, DeleteParams, PostParams};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A bridge private to this test, removed on drop.
-struct Bridge(String);
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip").args(["link", "del", &self.0]).status();
-    }
-}
-
-async fn wait_pod(pods: &Api<Pod>, name: &str, what: &str, pred: impl Fn(&Pod) -> bool) -> Result<Pod> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(p) = pods.get_opt(name).await? {
-            if pred(&p) {
-                return Ok(p);
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!("timed out waiting for {name}: {what}; last status {:?}", p.status);
-            }
-        } else if tokio::time::Instant::now() > deadline {
-            bail!("timed out waiting for {name}: {what}; pod is gone");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 async fn http_get(ip: &str, port: u16, path: &str) -> Result<String> {
     let mut s = tokio::net::TcpStream::connect((ip, port)).await?;
@@ -65,20 +41,10 @@ async fn pods_run_on_containerd() -> Result<()> {
     ctrd.import_archive(&archive).await?;
 
     let u = unique();
-    let bridge = Bridge(format!("fy{:x}", u & 0xffffff));
+    let bridge = ferry_testkit::LinkGuard(format!("fy{:x}", u & 0xffffff));
     let subnet = format!("10.{}.{}.0/24", 200 + (u % 50), (u >> 8) % 256);
     let ipam_dir = root.path().join("ipam");
-    let config = ContainerdConfig {
-        root_dir: root.path().join("nodelet"),
-        cni: CniConfig {
-            bin_dir: "/usr/lib/cni".into(),
-            bridge: bridge.0.clone(),
-            pod_cidr: subnet.clone(),
-            ipam_dir: ipam_dir.clone(),
-        },
-        host_ip: "127.0.0.1".into(),
-        backoff_start: Duration::from_secs(1),
-    };
+    let config = common::runtime_config(root.path(), &bridge, &subnet);
     let runtime = Arc::new(
         ContainerdRuntime::new(Containerd::connect(&daemon.socket, NAMESPACE).await?, config)
             .with_client(client.clone()),
@@ -135,7 +101,7 @@ async fn pods_run_on_containerd() -> Result<()> {
         }
     }))?;
     pods.create(&PostParams::default(), &web).await?;
-    let running = wait_pod(&pods, "web", "Ready", |p| {
+    let running = ferry_testkit::wait_pod(&pods, "web", "Ready", |p| {
         p.status
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
@@ -183,7 +149,7 @@ async fn pods_run_on_containerd() -> Result<()> {
                  "containers": [{"name": "c", "image": "ferry/busybox:test", "command": ["sh", "-c", "echo boom; exit 3"]}]}
     }))?;
     pods.create(&PostParams::default(), &crash).await?;
-    let looping = wait_pod(&pods, "crash", "CrashLoopBackOff after 2 restarts", |p| {
+    let looping = ferry_testkit::wait_pod(&pods, "crash", "CrashLoopBackOff after 2 restarts", |p| {
         p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).and_then(|c| c.first()).is_some_and(|c| {
             c.restart_count >= 2
                 && c.state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.as_deref())
@@ -205,7 +171,7 @@ async fn pods_run_on_containerd() -> Result<()> {
                                  "command": ["sh", "-c", format!("echo on-host > /var/www/index.html; exec httpd -f -p 127.0.0.1:{port} -h /var/www")]}]}
     }))?;
     pods.create(&PostParams::default(), &hostnet).await?;
-    let hp = wait_pod(&pods, "hostnet", "Running", |p| {
+    let hp = ferry_testkit::wait_pod(&pods, "hostnet", "Running", |p| {
         p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
     })
     .await?;
@@ -245,7 +211,7 @@ async fn pods_run_on_containerd() -> Result<()> {
             .and_then(|s| s.container_statuses.as_ref())
             .and_then(|c| c.iter().find(|c| c.name == name).cloned())
     };
-    let restarted = wait_pod(&pods, "probed", "liveness restart while web runs unready", |p| {
+    let restarted = ferry_testkit::wait_pod(&pods, "probed", "liveness restart while web runs unready", |p| {
         let web = container(p, "web");
         let dead = container(p, "dead");
         web.is_some_and(|w| w.state.as_ref().is_some_and(|s| s.running.is_some()) && !w.ready)
@@ -260,9 +226,10 @@ async fn pods_run_on_containerd() -> Result<()> {
     };
     assert_eq!(ready_cond(&restarted).as_deref(), Some("False"));
     std::fs::write(www.join("ready.html"), "ok")?;
-    wait_pod(&pods, "probed", "web ready", |p| container(p, "web").is_some_and(|w| w.ready)).await?;
+    ferry_testkit::wait_pod(&pods, "probed", "web ready", |p| container(p, "web").is_some_and(|w| w.ready)).await?;
     std::fs::remove_file(www.join("ready.html"))?;
-    wait_pod(&pods, "probed", "web unready again", |p| container(p, "web").is_some_and(|w| !w.ready)).await?;
+    ferry_testkit::wait_pod(&pods, "probed", "web unready again", |p| container(p, "web").is_some_and(|w| !w.ready))
+        .await?;
 
     // Graceful termination: SIGTERM reaches a container that handles it; one that ignores it
     // is killed after the grace period; both pods are then removed from the API.
@@ -280,7 +247,7 @@ async fn pods_run_on_containerd() -> Result<()> {
                      "volumes": [{"name": "out", "hostPath": {"path": out}}]}
         }))?;
         pods.create(&PostParams::default(), &p).await?;
-        wait_pod(&pods, name, "Ready", ready).await?;
+        ferry_testkit::wait_pod(&pods, name, "Ready", ready).await?;
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !out.join("up").exists() {
@@ -380,7 +347,7 @@ async fn kill_9_and_restart_keeps_pods_running() -> Result<()> {
     let ctrd = Containerd::connect(&daemon.socket, NAMESPACE).await?;
     ctrd.import_archive(&archive).await?;
     let u = unique().wrapping_add(0x5a5a5a);
-    let bridge = Bridge(format!("fy{:x}", u & 0xffffff));
+    let bridge = ferry_testkit::LinkGuard(format!("fy{:x}", u & 0xffffff));
     let subnet = format!("10.{}.{}.0/24", 200 + (u % 50), (u >> 8) % 256);
     let node_root = root.path().join("nodelet");
     let spawn = || -> Result<Killed> {
@@ -476,19 +443,9 @@ async fn memory_hog_is_oom_killed() -> Result<()> {
     let ctrd = Containerd::connect(&daemon.socket, NAMESPACE).await?;
     ctrd.import_archive(&archive).await?;
     let u = unique().wrapping_add(0x3c3c3c);
-    let bridge = Bridge(format!("fy{:x}", u & 0xffffff));
+    let bridge = ferry_testkit::LinkGuard(format!("fy{:x}", u & 0xffffff));
     let subnet = format!("10.{}.{}.0/24", 200 + (u % 50), (u >> 8) % 256);
-    let config = ContainerdConfig {
-        root_dir: root.path().join("nodelet"),
-        cni: CniConfig {
-            bin_dir: "/usr/lib/cni".into(),
-            bridge: bridge.0.clone(),
-            pod_cidr: subnet.clone(),
-            ipam_dir: root.path().join("ipam"),
-        },
-        host_ip: "127.0.0.1".into(),
-        backoff_start: Duration::from_secs(1),
-    };
+    let config = common::runtime_config(root.path(), &bridge, &subnet);
     let runtime = Arc::new(
         ContainerdRuntime::new(Containerd::connect(&daemon.socket, NAMESPACE).await?, config)
             .with_client(client.clone()),
@@ -506,9 +463,10 @@ async fn memory_hog_is_oom_killed() -> Result<()> {
                                  "resources": {"limits": {"memory": "32Mi", "cpu": "500m"}}}]}
     }))?;
     pods.create(&PostParams::default(), &hog).await?;
-    let failed =
-        wait_pod(&pods, "hog", "Failed", |p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed"))
-            .await?;
+    let failed = ferry_testkit::wait_pod(&pods, "hog", "Failed", |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")
+    })
+    .await?;
     let cs = failed.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default();
     let t = cs.first().and_then(|c| c.state.as_ref()).and_then(|s| s.terminated.clone()).context("terminated")?;
     assert_eq!((t.exit_code, t.reason.as_deref()), (137, Some("OOMKilled")));

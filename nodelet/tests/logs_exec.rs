@@ -3,11 +3,12 @@
 //! (`logs`, `logs -f`, `--previous`, `exec`, `exec -i`), kube-rs, the official Python client,
 //! and the endpoint refusing anyone but the API server.
 
+mod common;
+
 use anyhow::{bail, Context, Result};
 use ferry_nodelet::machine::Machine;
-use ferry_nodelet::runtime::cni::CniConfig;
 use ferry_nodelet::runtime::containerd::{Containerd, NAMESPACE};
-use ferry_nodelet::runtime::pods_containerd::{ContainerdConfig, ContainerdRuntime};
+use ferry_nodelet::runtime::pods_containerd::ContainerdRuntime;
 use ferry_nodelet::server::{ServerConfig, APISERVER_CLIENT_USER};
 use ferry_nodelet::{Config, Nodelet};
 use ferry_testkit::Cluster;
@@ -21,33 +22,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 const NODE: &str = "io-1";
 
-struct Bridge(String);
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip").args(["link", "del", &self.0]).status();
-    }
-}
-
 fn unique() -> u32 {
     let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(7);
     n ^ std::process::id() ^ 0x5a5a5a
-}
-
-async fn wait_pod(pods: &Api<Pod>, name: &str, what: &str, pred: impl Fn(&Pod) -> bool) -> Result<Pod> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let p = pods.get_opt(name).await?;
-        if let Some(p) = &p {
-            if pred(p) {
-                return Ok(p.clone());
-            }
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("timed out waiting for {name}: {what}; last status {:?}", p.and_then(|p| p.status));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 fn ready(p: &Pod) -> bool {
@@ -144,19 +121,9 @@ async fn logs_exec_probes_and_prestop() -> Result<()> {
     ferry_testkit::busybox_image_archive(&archive, "docker.io/ferry/busybox:test")?;
     Containerd::connect(&daemon.socket, NAMESPACE).await?.import_archive(&archive).await?;
     let u = unique();
-    let bridge = Bridge(format!("fy{:x}", u & 0xffffff));
+    let bridge = ferry_testkit::LinkGuard(format!("fy{:x}", u & 0xffffff));
     let subnet = format!("10.{}.{}.0/24", 200 + (u % 50), (u >> 8) % 256);
-    let config = ContainerdConfig {
-        root_dir: root.path().join("nodelet"),
-        cni: CniConfig {
-            bin_dir: "/usr/lib/cni".into(),
-            bridge: bridge.0.clone(),
-            pod_cidr: subnet.clone(),
-            ipam_dir: root.path().join("ipam"),
-        },
-        host_ip: "127.0.0.1".into(),
-        backoff_start: Duration::from_secs(1),
-    };
+    let config = common::runtime_config(root.path(), &bridge, &subnet);
     let runtime = Arc::new(
         ContainerdRuntime::new(Containerd::connect(&daemon.socket, NAMESPACE).await?, config)
             .with_client(node_client.clone())
@@ -275,7 +242,7 @@ async fn logs_exec_probes_and_prestop() -> Result<()> {
     )
     .await?;
     for name in ["talker", "stopper"] {
-        wait_pod(&pods, name, "Ready", ready).await?;
+        ferry_testkit::wait_pod(&pods, name, "Ready", ready).await?;
     }
 
     // kube-rs: logs and exec (WebSocket v5, falling back to v4).
@@ -376,9 +343,9 @@ async fn logs_exec_probes_and_prestop() -> Result<()> {
         }
     };
     run_in("probed", &["touch", "/tmp/ready"]).await?;
-    wait_pod(&pods, "probed", "Ready after the readiness file exists", ready).await?;
+    ferry_testkit::wait_pod(&pods, "probed", "Ready after the readiness file exists", ready).await?;
     run_in("probed", &["touch", "/tmp/die"]).await?;
-    wait_pod(&pods, "probed", "restarted by the liveness probe", |p| restarts(p) >= 1).await?;
+    ferry_testkit::wait_pod(&pods, "probed", "restarted by the liveness probe", |p| restarts(p) >= 1).await?;
 
     // Stock kubectl.
     if let Some(kubectl) = kubectl_bin() {
@@ -431,7 +398,7 @@ async fn logs_exec_probes_and_prestop() -> Result<()> {
         }
         child.kill().await?;
         // --previous after a restart.
-        wait_pod(&pods, "crasher", "restarted", |p| restarts(p) >= 2).await?;
+        ferry_testkit::wait_pod(&pods, "crasher", "restarted", |p| restarts(p) >= 2).await?;
         let prev = kube(k(&["logs", "crasher", "--previous"]), None).await?;
         let cur = kube(k(&["logs", "crasher"]), None).await?;
         let n = |s: &str| s.trim().strip_prefix("instance-").and_then(|n| n.parse::<u32>().ok());

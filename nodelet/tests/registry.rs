@@ -4,11 +4,12 @@
 //! shows ErrImagePull then ImagePullBackOff, or ErrImageNeverPull, without disturbing a pod
 //! already running on the node.
 
+mod common;
+
 use anyhow::{bail, Context, Result};
 use ferry_nodelet::machine::Machine;
-use ferry_nodelet::runtime::cni::CniConfig;
 use ferry_nodelet::runtime::containerd::{Containerd, NAMESPACE};
-use ferry_nodelet::runtime::pods_containerd::{ContainerdConfig, ContainerdRuntime};
+use ferry_nodelet::runtime::pods_containerd::ContainerdRuntime;
 use ferry_nodelet::runtime::pull::RegistryConfig;
 use ferry_nodelet::{Config, Nodelet};
 use ferry_testkit::Cluster;
@@ -24,14 +25,6 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-
-struct Bridge(String);
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip").args(["link", "del", &self.0]).status();
-    }
-}
 
 fn digest(data: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(data))
@@ -73,23 +66,6 @@ async fn push(client: &Client, reference: &str, layer: &[u8], config: &Value) ->
     let ct = http::HeaderValue::from_static("application/vnd.oci.image.manifest.v1+json");
     client.push_manifest_raw(&r, manifest.clone(), ct).await?;
     Ok((digest(&manifest), manifest.len()))
-}
-
-async fn wait_pod(pods: &Api<Pod>, name: &str, what: &str, pred: impl Fn(&Pod) -> bool) -> Result<Pod> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(p) = pods.get_opt(name).await? {
-            if pred(&p) {
-                return Ok(p);
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!("timed out waiting for {name}: {what}; last status {:?}", p.status);
-            }
-        } else if tokio::time::Instant::now() > deadline {
-            bail!("timed out waiting for {name}: {what}; pod is gone");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn waiting_reason(p: &Pod) -> Option<String> {
@@ -160,21 +136,11 @@ async fn images_are_pulled_from_a_registry() -> Result<()> {
 
     // A nodelet whose runtime speaks plain HTTP to the registry and mirrors quay.io to it.
     let u = std::process::id();
-    let bridge = Bridge(format!("fr{:x}", u & 0xffffff));
+    let bridge = ferry_testkit::LinkGuard(format!("fr{:x}", u & 0xffffff));
     let subnet = format!("10.{}.{}.0/24", 150 + (u % 50), (u >> 8) % 256);
     let mut registries = RegistryConfig { insecure: vec![host.clone()], ..RegistryConfig::default() };
     registries.add_mirror(&format!("quay.io={host}")).map_err(anyhow::Error::msg)?;
-    let config = ContainerdConfig {
-        root_dir: root.path().join("nodelet"),
-        cni: CniConfig {
-            bin_dir: "/usr/lib/cni".into(),
-            bridge: bridge.0.clone(),
-            pod_cidr: subnet.clone(),
-            ipam_dir: root.path().join("ipam"),
-        },
-        host_ip: "127.0.0.1".into(),
-        backoff_start: Duration::from_secs(1),
-    };
+    let config = common::runtime_config(root.path(), &bridge, &subnet);
     let runtime = Arc::new(
         ContainerdRuntime::new(Containerd::connect(&daemon.socket, NAMESPACE).await?, config)
             .with_client(client.clone())
@@ -191,7 +157,7 @@ async fn images_are_pulled_from_a_registry() -> Result<()> {
     let result = async {
         // A pod from the imported image runs first; nothing below may disturb it.
         pods.create(&PostParams::default(), &pod("steady", "ferry/busybox:local", json!({}))?).await?;
-        let steady = wait_pod(&pods, "steady", "Running", running).await?;
+        let steady = ferry_testkit::wait_pod(&pods, "steady", "Running", running).await?;
         let steady_id = steady.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default()[0]
             .container_id
             .clone();
@@ -199,7 +165,7 @@ async fn images_are_pulled_from_a_registry() -> Result<()> {
         // Pulled from the registry (tagged: IfNotPresent by default).
         let image = format!("{host}/ferry/busybox:v1");
         pods.create(&PostParams::default(), &pod("pulled", &image, json!({}))?).await?;
-        let p = wait_pod(&pods, "pulled", "Running", running).await?;
+        let p = ferry_testkit::wait_pod(&pods, "pulled", "Running", running).await?;
         let spec_policy = p.spec.as_ref().map(|s| s.containers[0].image_pull_policy.clone());
         assert_eq!(spec_policy, Some(Some("IfNotPresent".into())));
         let cs = p.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default();
@@ -207,7 +173,7 @@ async fn images_are_pulled_from_a_registry() -> Result<()> {
 
         // Through the mirror: quay.io/mirrored/busybox:v2 comes from the local registry.
         pods.create(&PostParams::default(), &pod("mirrored", "quay.io/mirrored/busybox:v2", json!({}))?).await?;
-        wait_pod(&pods, "mirrored", "Running", running).await?;
+        ferry_testkit::wait_pod(&pods, "mirrored", "Running", running).await?;
 
         // A multi-platform index: the linux/<this arch> manifest is the one that runs.
         let check = json!({"command": ["sh", "-c", "test \"$PICKED\" = linux-native"]});
@@ -216,7 +182,7 @@ async fn images_are_pulled_from_a_registry() -> Result<()> {
             s.restart_policy = Some("Never".into());
         }
         pods.create(&PostParams::default(), &multi).await?;
-        wait_pod(&pods, "multi", "Succeeded", |p| {
+        ferry_testkit::wait_pod(&pods, "multi", "Succeeded", |p| {
             p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")
         })
         .await?;
@@ -224,24 +190,28 @@ async fn images_are_pulled_from_a_registry() -> Result<()> {
         // A nonexistent image: ErrImagePull with the registry's error, then ImagePullBackOff.
         let missing = format!("{host}/ferry/nonexistent:v1");
         pods.create(&PostParams::default(), &pod("missing", &missing, json!({}))?).await?;
-        let p = wait_pod(&pods, "missing", "ErrImagePull", |p| waiting_reason(p).as_deref() == Some("ErrImagePull"))
-            .await?;
+        let p = ferry_testkit::wait_pod(&pods, "missing", "ErrImagePull", |p| {
+            waiting_reason(p).as_deref() == Some("ErrImagePull")
+        })
+        .await?;
         let msg = waiting_message(&p);
         assert!(msg.contains("ferry/nonexistent") && msg.to_lowercase().contains("unknown"), "{msg}");
-        let p = wait_pod(&pods, "missing", "ImagePullBackOff", |p| {
+        let p = ferry_testkit::wait_pod(&pods, "missing", "ImagePullBackOff", |p| {
             waiting_reason(p).as_deref() == Some("ImagePullBackOff")
         })
         .await?;
         assert!(waiting_message(&p).contains("Back-off pulling image"), "{:?}", p.status);
         assert_eq!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Pending"));
         // ... and back to ErrImagePull when the backoff ends and the pull fails again.
-        wait_pod(&pods, "missing", "ErrImagePull again", |p| waiting_reason(p).as_deref() == Some("ErrImagePull"))
-            .await?;
+        ferry_testkit::wait_pod(&pods, "missing", "ErrImagePull again", |p| {
+            waiting_reason(p).as_deref() == Some("ErrImagePull")
+        })
+        .await?;
 
         // Policy Never with a missing image: ErrImageNeverPull, no pull attempted.
         let never = json!({"imagePullPolicy": "Never"});
         pods.create(&PostParams::default(), &pod("never", &format!("{host}/ferry/absent:v1"), never)?).await?;
-        let p = wait_pod(&pods, "never", "ErrImageNeverPull", |p| {
+        let p = ferry_testkit::wait_pod(&pods, "never", "ErrImageNeverPull", |p| {
             waiting_reason(p).as_deref() == Some("ErrImageNeverPull")
         })
         .await?;
@@ -249,8 +219,10 @@ async fn images_are_pulled_from_a_registry() -> Result<()> {
 
         // An image name that cannot be parsed: InvalidImageName.
         pods.create(&PostParams::default(), &pod("badname", "Bad/Name:x", json!({}))?).await?;
-        wait_pod(&pods, "badname", "InvalidImageName", |p| waiting_reason(p).as_deref() == Some("InvalidImageName"))
-            .await?;
+        ferry_testkit::wait_pod(&pods, "badname", "InvalidImageName", |p| {
+            waiting_reason(p).as_deref() == Some("InvalidImageName")
+        })
+        .await?;
 
         // The pod that was running all along is untouched.
         let s = pods.get("steady").await?;

@@ -2,11 +2,12 @@
 //! inside sees (`id`, a read-only root, capability sets, no_new_privs, fsGroup on an emptyDir),
 //! and a hostPort reachable on the node that is gone again when the pod is deleted.
 
+mod common;
+
 use anyhow::{bail, Context, Result};
 use ferry_nodelet::machine::Machine;
-use ferry_nodelet::runtime::cni::CniConfig;
 use ferry_nodelet::runtime::containerd::{Containerd, NAMESPACE};
-use ferry_nodelet::runtime::pods_containerd::{ContainerdConfig, ContainerdRuntime};
+use ferry_nodelet::runtime::pods_containerd::ContainerdRuntime;
 use ferry_nodelet::{Config, Nodelet};
 use ferry_testkit::Cluster;
 use k8s_openapi::api::core::v1::Pod;
@@ -16,31 +17,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-struct Bridge(String);
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip").args(["link", "del", &self.0]).status();
-    }
-}
-
-async fn wait_pod(pods: &Api<Pod>, name: &str, what: &str, pred: impl Fn(&Pod) -> bool) -> Result<Pod> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(p) = pods.get_opt(name).await? {
-            if pred(&p) {
-                return Ok(p);
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!("timed out waiting for {name}: {what}; last status {:?}", p.status);
-            }
-        } else if tokio::time::Instant::now() > deadline {
-            bail!("timed out waiting for {name}: {what}; pod is gone");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn running(p: &Pod) -> bool {
     p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
@@ -103,19 +79,9 @@ async fn security_context_and_host_ports() -> Result<()> {
     Containerd::connect(&daemon.socket, NAMESPACE).await?.import_archive(&archive).await?;
 
     let u = std::process::id() ^ 0x5a5a;
-    let bridge = Bridge(format!("fs{:x}", u & 0xffffff));
+    let bridge = ferry_testkit::LinkGuard(format!("fs{:x}", u & 0xffffff));
     let subnet = format!("10.{}.{}.0/24", 100 + (u % 50), (u >> 8) % 256);
-    let config = ContainerdConfig {
-        root_dir: root.path().join("nodelet"),
-        cni: CniConfig {
-            bin_dir: "/usr/lib/cni".into(),
-            bridge: bridge.0.clone(),
-            pod_cidr: subnet.clone(),
-            ipam_dir: root.path().join("ipam"),
-        },
-        host_ip: "127.0.0.1".into(),
-        backoff_start: Duration::from_secs(1),
-    };
+    let config = common::runtime_config(root.path(), &bridge, &subnet);
     let runtime = Arc::new(
         ContainerdRuntime::new(Containerd::connect(&daemon.socket, NAMESPACE).await?, config)
             .with_client(client.clone()),
@@ -148,7 +114,7 @@ async fn security_context_and_host_ports() -> Result<()> {
             pods.create(&PostParams::default(), p).await?;
         }
 
-        let p = wait_pod(&pods, "secure", "Running", running).await?;
+        let p = ferry_testkit::wait_pod(&pods, "secure", "Running", running).await?;
         let log = log_of(root.path(), &p).await?;
         assert!(log.contains("uid=1001 gid=3000 groups="), "{log}");
         let groups = log.lines().find_map(|l| l.split_once("groups=")).map(|(_, g)| g).unwrap_or("");
@@ -162,14 +128,14 @@ async fn security_context_and_host_ports() -> Result<()> {
         assert_eq!(field(&log, "NoNewPrivs:"), "1", "{log}");
 
         // Root with containerd's default capability set, a writable root, escalation allowed.
-        let p = wait_pod(&pods, "defaults", "Running", running).await?;
+        let p = ferry_testkit::wait_pod(&pods, "defaults", "Running", running).await?;
         let log = log_of(root.path(), &p).await?;
         assert!(log.contains("uid=0 gid=0") && log.contains("root=rw"), "{log}");
         assert_eq!(field(&log, "CapEff:"), "00000000a80425fb", "{log}");
         assert_eq!(field(&log, "NoNewPrivs:"), "0", "{log}");
 
         // Privileged: every capability (CAP_SYS_ADMIN is bit 21).
-        let p = wait_pod(&pods, "privileged", "Running", running).await?;
+        let p = ferry_testkit::wait_pod(&pods, "privileged", "Running", running).await?;
         let log = log_of(root.path(), &p).await?;
         let eff = u64::from_str_radix(field(&log, "CapEff:"), 16).unwrap_or(0);
         let status = std::fs::read_to_string("/proc/self/status")?;
@@ -178,7 +144,7 @@ async fn security_context_and_host_ports() -> Result<()> {
         assert!(eff == ours && eff & (1 << 21) != 0, "{log} (the test's bounding set: {ours:x})");
 
         // runAsNonRoot with an image that runs as root: refused with a config error.
-        let p = wait_pod(&pods, "rogue", "CreateContainerConfigError", |p| {
+        let p = ferry_testkit::wait_pod(&pods, "rogue", "CreateContainerConfigError", |p| {
             p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).and_then(|c| c.first()).is_some_and(|c| {
                 c.state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.as_deref())
                     == Some("CreateContainerConfigError")
@@ -196,7 +162,7 @@ async fn security_context_and_host_ports() -> Result<()> {
                         "ports": [{"containerPort": 8080, "hostPort": host_port}]}]}
         }))?;
         pods.create(&PostParams::default(), &web).await?;
-        wait_pod(&pods, "web", "Running", running).await?;
+        ferry_testkit::wait_pod(&pods, "web", "Running", running).await?;
         let addr = format!("127.0.0.1:{host_port}");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {

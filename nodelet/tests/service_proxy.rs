@@ -18,14 +18,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-/// A bridge private to this test, removed on drop.
-struct Bridge(String);
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip").args(["link", "del", &self.0]).status();
-    }
-}
+/// How often pods are polled: this test times how fast traffic follows pod changes.
+const POLL: Duration = Duration::from_millis(25);
 
 /// This test's nftables table, removed on drop (only this one: other tables are not touched).
 struct Table(String);
@@ -59,23 +53,6 @@ fn ready(p: &Pod) -> bool {
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-async fn wait_pod(pods: &Api<Pod>, name: &str, what: &str, pred: impl Fn(&Pod) -> bool) -> Result<Pod> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(p) = pods.get_opt(name).await? {
-            if pred(&p) {
-                return Ok(p);
-            }
-            if Instant::now() > deadline {
-                bail!("timed out waiting for {name}: {what}; last status {:?}", p.status);
-            }
-        } else if Instant::now() > deadline {
-            bail!("timed out waiting for {name}: {what}; pod is gone");
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 async fn http_get(ip: &str, port: u16) -> Result<String> {
@@ -186,7 +163,7 @@ async fn services_balance_follow_readiness_and_survive_restarts() -> Result<()> 
     ferry_testkit::busybox_image_archive(&archive, "docker.io/ferry/busybox:test")?;
     Containerd::connect(&daemon.socket, NAMESPACE).await?.import_archive(&archive).await?;
 
-    let bridge = Bridge(format!("fy{:x}", (u >> 4) & 0xffffff));
+    let bridge = ferry_testkit::LinkGuard(format!("fy{:x}", (u >> 4) & 0xffffff));
     let (a, b) = (200 + ((u >> 3) % 50), (u >> 11) % 256);
     let subnet = format!("10.{a}.{b}.0/24");
     let bridge_ip = format!("10.{a}.{b}.1");
@@ -233,7 +210,7 @@ async fn services_balance_follow_readiness_and_survive_restarts() -> Result<()> 
         pods.create(&PostParams::default(), &web_pod(name, &www(name)?)?).await?;
     }
     for name in ["web-0", "web-1", "web-2"] {
-        wait_pod(&pods, name, "Ready", ready).await?;
+        ferry_testkit::wait_pod_every(&pods, name, "Ready", POLL, ready).await?;
     }
 
     // Cluster DNS on this test's bridge address, behind a kube-dns Service (no selector, a
@@ -326,7 +303,7 @@ async fn services_balance_follow_readiness_and_survive_restarts() -> Result<()> 
 
     // web-0 turns not-ready: it stops receiving traffic.
     std::fs::remove_file(root.path().join("www-web-0").join("ready.html"))?;
-    wait_pod(&pods, "web-0", "not Ready", |p| !ready(p)).await?;
+    ferry_testkit::wait_pod_every(&pods, "web-0", "not Ready", POLL, |p| !ready(p)).await?;
     let unready_at = Instant::now();
     log.follow(Duration::from_secs(3)).await;
     let last_web0 = log.since(unready_at).filter(|(_, l)| l == "web-0").map(|(t, _)| *t).max();
@@ -345,7 +322,7 @@ async fn services_balance_follow_readiness_and_survive_restarts() -> Result<()> 
 
     // A new ready pod starts receiving traffic.
     pods.create(&PostParams::default(), &web_pod("web-3", &www("web-3")?)?).await?;
-    wait_pod(&pods, "web-3", "Ready", ready).await?;
+    ferry_testkit::wait_pod_every(&pods, "web-3", "Ready", POLL, ready).await?;
     let ready_at = Instant::now();
     let first_web3 = log.until(ready_at - Duration::from_millis(500), "web-3", |l| l == "web-3").await?;
     let start_new = first_web3.saturating_duration_since(ready_at);

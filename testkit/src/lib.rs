@@ -116,6 +116,50 @@ impl Drop for Etcd {
     }
 }
 
+/// A network link a test created (its CNI bridge, a veth), deleted on drop.
+pub struct LinkGuard(pub String);
+
+impl Drop for LinkGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+    }
+}
+
+/// Poll pod `name` every 100 ms until `pred` holds, for at most 60 s; the error names `what`
+/// and the pod's last status.
+pub async fn wait_pod(
+    pods: &kube::Api<k8s_openapi::api::core::v1::Pod>,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&k8s_openapi::api::core::v1::Pod) -> bool,
+) -> Result<k8s_openapi::api::core::v1::Pod> {
+    wait_pod_every(pods, name, what, Duration::from_millis(100), pred).await
+}
+
+/// [`wait_pod`], polling every `every` (for tests that time what they wait for).
+pub async fn wait_pod_every(
+    pods: &kube::Api<k8s_openapi::api::core::v1::Pod>,
+    name: &str,
+    what: &str,
+    every: Duration,
+    pred: impl Fn(&k8s_openapi::api::core::v1::Pod) -> bool,
+) -> Result<k8s_openapi::api::core::v1::Pod> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(p) = pods.get_opt(name).await? {
+            if pred(&p) {
+                return Ok(p);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("timed out waiting for {name}: {what}; last status {:?}", p.status);
+            }
+        } else if tokio::time::Instant::now() > deadline {
+            bail!("timed out waiting for {name}: {what}; pod is gone");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// A private containerd process: root, state, socket and config in one temporary directory.
 pub struct Containerd {
     child: Child,
