@@ -81,6 +81,16 @@ pub(super) fn sha256_digest(data: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(data))
 }
 
+/// The uncompressed layer digests (`rootfs.diff_ids`) of an image config.
+pub fn diff_ids(config: &Value) -> Vec<String> {
+    config["rootfs"]["diff_ids"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.as_str().map(str::to_string))
+        .collect()
+}
+
 /// The chain IDs of a stack of layer diff IDs (OCI image spec).
 pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
@@ -289,12 +299,7 @@ impl Containerd {
                 })
                 .collect();
             let config = parse_json(&config_digest, blob(&config_digest)?)?;
-            let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|d| d.as_str().map(str::to_string))
-                .collect();
+            let diff_ids = diff_ids(&config);
             if diff_ids.len() != layers.len() {
                 return Err(invalid(format!("{}: {} layers but {} diff_ids", img.name, layers.len(), diff_ids.len())));
             }

@@ -14,7 +14,8 @@
 
 use super::containerd::{Containerd, ContainerdError};
 use super::image::{
-    chain_ids, normalize_reference, sha256_digest, uuid_like, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST,
+    chain_ids, diff_ids, normalize_reference, sha256_digest, uuid_like, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX,
+    OCI_MANIFEST,
 };
 use base64::Engine;
 use containerd_client::services::v1::CreateRequest as CreateLeaseRequest;
@@ -256,12 +257,7 @@ impl Containerd {
                 .map_err(|e| registry_err(format!("config {}: {e}", config_desc.digest)))?;
             let config_json: Value =
                 serde_json::from_slice(&config).map_err(|e| registry_err(format!("config is not JSON: {e}")))?;
-            let diff_ids: Vec<String> = config_json["rootfs"]["diff_ids"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|d| d.as_str().map(str::to_string))
-                .collect();
+            let diff_ids = diff_ids(&config_json);
             if diff_ids.len() != layers.len() {
                 return Err(registry_err(format!("{} layers but {} diff_ids", layers.len(), diff_ids.len())));
             }
