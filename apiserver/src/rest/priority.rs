@@ -13,7 +13,6 @@
 //! Classes are read from the watch cache, like upstream's informer-backed lister; a named class
 //! the cache does not hold yet is looked up in etcd before the pod is refused.
 
-use super::write::{FieldValidation, Track};
 use super::Api;
 use crate::codec;
 use crate::error::{from_storage, ApiError, Result};
@@ -189,10 +188,8 @@ pub async fn ensure_system_priority_classes(api: &Api) -> Result<()> {
             "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
             "metadata": {"name": name}, "value": value, "description": description,
         });
-        match api.create_object(res, None, obj, FieldValidation::Strict, false, Track::Off).await {
-            Ok(_) => tracing::info!(priority_class = name, "created priority class"),
-            Err(e) if e.code == 409 => {}
-            Err(e) => return Err(e),
+        if api.create_if_missing(res, obj).await? {
+            tracing::info!(priority_class = name, "created priority class");
         }
     }
     Ok(())

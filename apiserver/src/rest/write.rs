@@ -1131,13 +1131,24 @@ pub async fn ensure_default_namespaces(api: &Api) -> Result<()> {
     let res = api.table.lookup("", "v1", "namespaces").ok_or_else(|| ApiError::internal("no namespaces"))?;
     for ns in DEFAULT_NAMESPACES {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        match api.create_object(res, None, obj, FieldValidation::Strict, false, Track::Off).await {
-            Ok(_) => tracing::info!(namespace = ns, "created namespace"),
-            Err(e) if e.code == 409 => {}
-            Err(e) => return Err(e),
+        if api.create_if_missing(res, obj).await? {
+            tracing::info!(namespace = ns, "created namespace");
         }
     }
     Ok(())
+}
+
+impl Api {
+    /// Create a built-in object the server keeps (a default namespace, a system PriorityClass)
+    /// unless it exists already (an earlier start or another API server made it): whether it
+    /// was created now.
+    pub(super) async fn create_if_missing(&self, res: &'static ResourceInfo, obj: Value) -> Result<bool> {
+        match self.create_object(res, None, obj, FieldValidation::Strict, false, Track::Off).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.code == 409 => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 #[cfg(test)]
