@@ -344,10 +344,11 @@ impl WatchCache {
                 }
                 EventType::Delete => {
                     r.objects.remove(&key);
-                    let last = match (prev.clone(), ev.prev_kv()) {
-                        (Some(p), _) => p,
-                        (None, Some(pkv)) => Arc::new(CachedObject::from_stored(Kv::from(pkv.clone()), r.res)),
-                        (None, None) => continue,
+                    // The cache loaded every object and saw every write since, so it holds the
+                    // deleted object's last state; a key it never saw has nothing to report.
+                    let Some(last) = prev.clone() else {
+                        tracing::debug!(key, "delete of an object the watch cache never saw");
+                        continue;
                     };
                     CacheEvent { rev: kv.mod_revision(), change: Change::Delete, object: last, prev }
                 }

@@ -26,26 +26,40 @@ pub struct CorruptObject {
 pub fn encode(obj: &Value) -> Vec<u8> {
     let mut out = Vec::with_capacity(1024);
     out.extend_from_slice(b"{\"metadata\":");
-    let empty = Value::Object(Map::new());
-    let meta = obj.get("metadata").unwrap_or(&empty);
-    match meta {
-        Value::Object(m) => {
-            let mut m = m.clone();
-            m.remove("resourceVersion");
-            write_json(&mut out, &Value::Object(m));
-        }
-        _ => write_json(&mut out, &empty),
-    }
+    let empty = Map::new();
+    let meta = obj.get("metadata").and_then(Value::as_object).unwrap_or(&empty);
+    write_entries(&mut out, meta.iter().filter(|(k, _)| k.as_str() != "resourceVersion"));
     if let Value::Object(map) = obj {
         for (k, v) in map.iter().filter(|(k, _)| k.as_str() != "metadata") {
             out.push(b',');
-            write_json(&mut out, &Value::String(k.clone()));
-            out.push(b':');
+            write_key(&mut out, k);
             write_json(&mut out, v);
         }
     }
     out.push(b'}');
     out
+}
+
+/// `{"k":v,…}` of `entries`, without building a map for them.
+fn write_entries<'a>(out: &mut Vec<u8>, entries: impl Iterator<Item = (&'a String, &'a Value)>) {
+    out.push(b'{');
+    for (i, (k, v)) in entries.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_key(out, k);
+        write_json(out, v);
+    }
+    out.push(b'}');
+}
+
+/// `"k":`, escaped as JSON.
+fn write_key(out: &mut Vec<u8>, k: &str) {
+    // Serialising a string into a Vec cannot fail.
+    if serde_json::to_writer(&mut *out, k).is_err() {
+        out.extend_from_slice(b"\"\"");
+    }
+    out.push(b':');
 }
 
 fn write_json(out: &mut Vec<u8>, v: &Value) {
@@ -244,6 +258,18 @@ mod tests {
         assert_eq!(served["metadata"]["name"], "x");
         assert_eq!(served["data"]["a"], "b");
         assert_eq!(served["kind"], "ConfigMap");
+    }
+
+    #[test]
+    fn encode_is_compact_json_without_the_resource_version() {
+        let obj = json!({"metadata": {"annotations": {"a\"b": "\u{1}"}, "resourceVersion": "9", "uid": "u"},
+            "spec": {"x": [1, {"y": null}]}, "a\\z": true});
+        let stored = encode(&obj);
+        let mut expected = obj.clone();
+        expected["metadata"].as_object_mut().map(|m| m.remove("resourceVersion"));
+        assert_eq!(serde_json::from_slice::<Value>(&stored).expect("json"), expected);
+        assert!(!stored.contains(&b' '));
+        assert_eq!(encode(&json!({"metadata": 3})), br#"{"metadata":{}}"#);
     }
 
     #[test]

@@ -25,13 +25,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
-use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, EventType, GetOptions, Txn, TxnOp, WatchOptions};
 use ferry_scheduler::cache::Cache;
 use ferry_scheduler::framework::Framework;
 use ferry_scheduler::plugins::PodCtx;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, PostParams, WatchEvent, WatchParams};
+use kube::api::{Api, PostParams};
 use serde_json::json;
 use stats::{measure, ms, Sample};
 
@@ -151,6 +150,44 @@ fn rss_of(pid: u32) -> Result<(u64, u64)> {
     Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// CPU time (user + system, all threads) a process has used so far; `None` = this process.
+fn cpu_of(pid: Option<u32>) -> Result<Duration> {
+    let path = pid.map_or_else(|| "/proc/self/stat".to_string(), |p| format!("/proc/{p}/stat"));
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // The command name (field 2) may hold spaces; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).with_context(|| format!("malformed {path}"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<u64> {
+        fields.get(i).and_then(|v| v.parse().ok()).with_context(|| format!("malformed {path}"))
+    };
+    // /proc counts in USER_HZ, which Linux fixes at 100 per second.
+    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+}
+
+/// CPU used by etcd, this process (API server and benchmark clients) and the scheduler.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    etcd: Duration,
+    bench: Duration,
+    scheduler: Duration,
+}
+
+impl Cpu {
+    fn now(etcd: u32, scheduler: Option<u32>) -> Result<Cpu> {
+        Ok(Cpu {
+            etcd: cpu_of(Some(etcd))?,
+            bench: cpu_of(None)?,
+            scheduler: scheduler.map(|p| cpu_of(Some(p))).transpose()?.unwrap_or_default(),
+        })
+    }
+
+    /// CPU per operation between `self` (start) and `end`, in µs: (etcd, this process, scheduler).
+    fn per_op(&self, end: &Cpu, ops: usize) -> (f64, f64, f64) {
+        let us = |a: Duration, b: Duration| b.saturating_sub(a).as_secs_f64() * 1e6 / ops.max(1) as f64;
+        (us(self.etcd, end.etcd), us(self.bench, end.bench), us(self.scheduler, end.scheduler))
+    }
+}
+
 /// The scheduler child process; killed on drop.
 struct SchedulerProcess(Child);
 
@@ -161,28 +198,44 @@ impl Drop for SchedulerProcess {
     }
 }
 
-/// Watches pods and records when each got its node.
+/// Watches pods in etcd and records when each got its node. Straight from etcd rather than
+/// through the API, so the measuring costs the API server nothing (no extra watcher to serve).
 struct BindWatch {
     bound: Arc<Mutex<HashMap<String, Instant>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
+/// The one field of a stored pod the watch looks at.
+#[derive(serde::Deserialize)]
+struct StoredPod {
+    #[serde(default)]
+    spec: StoredSpec,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct StoredSpec {
+    #[serde(default, rename = "nodeName")]
+    node_name: Option<String>,
+}
+
 impl BindWatch {
-    async fn start(pods: &Api<Pod>) -> Result<BindWatch> {
-        let rv =
-            pods.list(&kube::api::ListParams::default().limit(1)).await?.metadata.resource_version.unwrap_or_default();
-        let mut stream = pods.watch(&WatchParams::default(), &rv).await?.boxed();
+    async fn start(etcd: &etcd_client::Client, prefix: &str) -> Result<BindWatch> {
+        let now = etcd.kv_client().get(prefix, Some(GetOptions::new().with_count_only())).await?;
+        let rev = now.header().map(|h| h.revision()).context("etcd answered without a header")?;
+        let opts = WatchOptions::new().with_prefix().with_start_revision(rev + 1);
+        let mut stream = etcd.watch_client().watch(prefix, Some(opts)).await?;
         let bound: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-        let b = bound.clone();
+        let (b, prefix) = (bound.clone(), prefix.to_string());
         let task = tokio::spawn(async move {
-            while let Some(ev) = stream.next().await {
-                let Ok(WatchEvent::Added(p) | WatchEvent::Modified(p)) = ev else { continue };
-                if p.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty()) {
-                    let name = p.metadata.name.unwrap_or_default();
-                    b.lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .entry(name)
-                        .or_insert_with(Instant::now);
+            while let Ok(Some(resp)) = stream.message().await {
+                let now = Instant::now();
+                let mut b = b.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                for kv in resp.events().iter().filter(|e| e.event_type() == EventType::Put).filter_map(|e| e.kv()) {
+                    let Ok(pod) = serde_json::from_slice::<StoredPod>(kv.value()) else { continue };
+                    if pod.spec.node_name.is_some_and(|n| !n.is_empty()) {
+                        let name = String::from_utf8_lossy(kv.key());
+                        b.entry(name.trim_start_matches(prefix.as_str()).to_string()).or_insert(now);
+                    }
                 }
             }
         });
@@ -227,6 +280,9 @@ struct EndToEnd {
     create_to_bound: Duration,
     creates_running: Sample,
     pod_bytes: usize,
+    /// CPU µs per operation (etcd, API server + benchmark, scheduler): the ceiling's
+    /// compare-and-put, a binding, and a pod created and bound while the scheduler runs.
+    cpu: [(f64, f64, f64); 3],
 }
 
 async fn end_to_end(args: &Args, bin: &Path) -> Result<(EndToEnd, String)> {
@@ -270,6 +326,8 @@ async fn end_to_end(args: &Args, bin: &Path) -> Result<(EndToEnd, String)> {
         }
     })
     .await?;
+    let etcd_pid = cluster.etcd.pid();
+    let before = Cpu::now(etcd_pid, None)?;
     let (k, r, v) = (kv.clone(), revs.clone(), value.clone());
     let etcd_update = measure(c, args.pods, limit, move |i| {
         let (mut kv, revs, value) = (k.clone(), r.clone(), v.clone());
@@ -284,6 +342,7 @@ async fn end_to_end(args: &Args, bin: &Path) -> Result<(EndToEnd, String)> {
         }
     })
     .await?;
+    let cpu_ceiling = before.per_op(&Cpu::now(etcd_pid, None)?, args.pods);
 
     progress(&format!("creating {} nodes", args.nodes));
     let n = nodes.clone();
@@ -307,12 +366,12 @@ async fn end_to_end(args: &Args, bin: &Path) -> Result<(EndToEnd, String)> {
     })
     .await?;
 
-    let watch = BindWatch::start(&pods).await?;
+    let watch = BindWatch::start(&etcd, "/registry/core/pods/default/").await?;
     progress(&format!("starting {} and waiting for all {} pods to be bound", bin.display(), args.pods));
     let metrics_port = ferry_testkit::free_port()?;
     let log_dir = tempfile::Builder::new().prefix("ferry-bench-scheduler-").tempdir()?;
     let log = std::fs::File::create(log_dir.path().join("scheduler.log"))?;
-    let started = Instant::now();
+    let (started, before) = (Instant::now(), Cpu::now(etcd_pid, None)?);
     let child = Command::new(bin)
         .arg("--kubeconfig")
         .arg(cluster.kubeconfig())
@@ -324,10 +383,13 @@ async fn end_to_end(args: &Args, bin: &Path) -> Result<(EndToEnd, String)> {
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
     let process = SchedulerProcess(child);
+    let scheduler_pid = Some(process.0.id());
     let (first, last) = watch
         .wait("pending-", args.pods, limit)
         .await
         .with_context(|| std::fs::read_to_string(log_dir.path().join("scheduler.log")).unwrap_or_default())?;
+    // The scheduler's CPU from its start: its list and sync count against the bindings.
+    let cpu_binding = before.per_op(&Cpu::now(etcd_pid, scheduler_pid)?, args.pods);
     let scheduler_start_to_last_bind = last - started;
     let bind_window = last - first;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -335,7 +397,7 @@ async fn end_to_end(args: &Args, bin: &Path) -> Result<(EndToEnd, String)> {
 
     progress(&format!("creating {} more pods while the scheduler runs", args.pods));
     let p = pods.clone();
-    let create_start = Instant::now();
+    let (create_start, before) = (Instant::now(), Cpu::now(etcd_pid, scheduler_pid)?);
     let creates_running = measure(c, args.pods, limit, move |i| {
         let p = p.clone();
         async move {
@@ -346,6 +408,7 @@ async fn end_to_end(args: &Args, bin: &Path) -> Result<(EndToEnd, String)> {
     .await?;
     let (_, last) = watch.wait("running-", args.pods, limit).await?;
     let create_to_bound = last - create_start;
+    let cpu_running = before.per_op(&Cpu::now(etcd_pid, scheduler_pid)?, args.pods);
     drop(process);
     Ok((
         EndToEnd {
@@ -359,6 +422,7 @@ async fn end_to_end(args: &Args, bin: &Path) -> Result<(EndToEnd, String)> {
             create_to_bound,
             creates_running,
             pod_bytes,
+            cpu: [cpu_ceiling, cpu_binding, cpu_running],
         },
         etcd_version,
     ))
@@ -501,6 +565,22 @@ async fn main() -> Result<()> {
         ];
         for (what, n, rate, notes) in rows {
             line(&mut out, format!("| {what} | {n} | {rate:.0} | {notes} |"));
+        }
+        line(&mut out, String::new());
+        line(
+            &mut out,
+            "CPU per operation, µs (from `/proc/<pid>/stat`; the benchmark process holds the API server):".into(),
+        );
+        line(&mut out, String::new());
+        line(&mut out, "| Operation | etcd | API server + benchmark | scheduler | total |".into());
+        line(&mut out, "|---|---:|---:|---:|---:|".into());
+        let what = [
+            "etcd ceiling: one compare-and-put (benchmark = the etcd client)",
+            "binding a pending pod (scheduler start-up included)",
+            "creating and binding a pod while the scheduler runs",
+        ];
+        for (what, (etcd, bench, sched)) in what.iter().zip(e.cpu) {
+            line(&mut out, format!("| {what} | {etcd:.0} | {bench:.0} | {sched:.0} | {:.0} |", etcd + bench + sched));
         }
         line(&mut out, String::new());
         line(

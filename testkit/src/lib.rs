@@ -98,6 +98,11 @@ impl Etcd {
         }
     }
 
+    /// The etcd process id (e.g. to read its CPU time or memory from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A direct etcd client (for compaction and raw checks).
     pub async fn client(&self) -> Result<etcd_client::Client> {
         Ok(etcd_client::Client::connect([self.url.as_str()], None).await?)

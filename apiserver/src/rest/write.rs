@@ -240,7 +240,9 @@ fn admit(
 
 /// Whether `new` differs from `old` where generation is tracked.
 fn generation_changed(policy: GenerationPolicy, old: &Value, new: &Value) -> bool {
-    let spec = |v: &Value| v.get("spec").cloned().unwrap_or(Value::Null);
+    fn spec(v: &Value) -> Option<&Value> {
+        v.get("spec").filter(|s| !s.is_null())
+    }
     match policy {
         GenerationPolicy::None => false,
         GenerationPolicy::Spec => spec(old) != spec(new),
@@ -410,8 +412,16 @@ impl Api {
             };
             let stored =
                 codec::decode(&key, &kv.value, kv.mod_revision).map_err(|e| ApiError::internal(e.to_string()))?;
-            let current = res.ops.to_served(stored.clone());
-            let mut candidate = mutate(&current)?;
+            // Most kinds are served as stored: no copy of the whole object then.
+            let served;
+            let current = match res.ops.served_as_stored() {
+                true => &stored,
+                false => {
+                    served = res.ops.to_served(stored.clone());
+                    &served
+                }
+            };
+            let mut candidate = mutate(current)?;
             if let Some(rv) = meta_str(&candidate, "resourceVersion") {
                 if rv != kv.mod_revision.to_string() {
                     if from_etcd {
@@ -422,10 +432,10 @@ impl Api {
             }
             check_type(res, &mut candidate)?;
             check_meta_types(res, &candidate)?;
-            self.reconcile_with_stored(res, name, namespace, mode, &current, &mut candidate)?;
+            self.reconcile_with_stored(res, name, namespace, mode, current, &mut candidate)?;
             let allocates = is_service(res) && mode != Mode::Status;
             if allocates && mode == Mode::Main {
-                services::prepare_update(&mut candidate, &current);
+                services::prepare_update(&mut candidate, current);
             }
             match (res.group, res.kind) {
                 ("", "Pod") => super::priority::preserve_pod_priority(&mut candidate, &stored),
@@ -456,7 +466,7 @@ impl Api {
                 && meta(&object).get("deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) == 0;
             let result = if terminating && finalizers(&object).is_empty() && namespace_finalizers(&object) == 0 {
                 if dry_run {
-                    return Ok(Written { object: current, warnings });
+                    return Ok(Written { object: current.clone(), warnings });
                 }
                 // The last finalizer is gone: the object goes, with what it held.
                 let side = if is_service(res) { services::releases(&stored) } else { Side::default() };
@@ -553,7 +563,7 @@ impl Api {
             }
         }
         check_namespace(res, candidate, namespace)?;
-        let old_meta = meta(current).clone();
+        let old_meta = meta(current);
         let m = meta_mut(candidate);
         for key in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
             match old_meta.get(key) {
