@@ -11,8 +11,10 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod, PodAffinityTerm, Taint, WeightedPodAffinityTerm};
 
+use crate::index::{PodsByLabel, TermIndex};
 use crate::plugins::Term;
 use crate::resources::{node_allocatable, pod_requests, PodRequests, Resources};
+use ferry_api::selector::LabelSelector;
 
 /// The zone label used for default spreading.
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
@@ -228,6 +230,12 @@ pub struct Cache {
     affinity_pods: usize,
     /// Number of placed pods with required anti-affinity terms.
     required_anti_pods: usize,
+    /// Placed pods by label, for selectors.
+    by_label: PodsByLabel,
+    /// Placed pods' required anti-affinity terms, by what they select.
+    anti_terms: TermIndex,
+    /// Placed pods' preferred (anti-)affinity terms, by what they select.
+    preferred_terms: TermIndex,
     /// Pending pods nominated to a node by preemption, per node.
     nominated: HashMap<String, Vec<Arc<PodInfo>>>,
     /// Node each nominated pod waits for.
@@ -354,6 +362,9 @@ impl Cache {
         if let Some(owner) = &pod.owner_uid {
             *self.by_owner.entry(owner.clone()).or_default().entry(pod.node_name.clone()).or_default() += 1;
         }
+        self.by_label.insert(&pod);
+        self.anti_terms.insert(&pod, &pod.required_anti_terms);
+        self.preferred_terms.insert(&pod, &pod.preferred_terms);
         let node = self.nodes.entry(pod.node_name.clone()).or_default();
         if node.name.is_empty() {
             node.name = pod.node_name.clone();
@@ -364,6 +375,9 @@ impl Cache {
 
     fn remove_pod(&mut self, key: &str) {
         let Some(pod) = self.pods.remove(key) else { return };
+        self.by_label.remove(&pod);
+        self.anti_terms.remove(&pod, &pod.required_anti_terms);
+        self.preferred_terms.remove(&pod, &pod.preferred_terms);
         if pod.has_affinity() {
             self.affinity_pods -= 1;
         }
@@ -419,6 +433,40 @@ impl Cache {
     /// Number of placed pods.
     pub fn pod_count(&self) -> usize {
         self.pods.len()
+    }
+
+    /// Placed pods that `selector` may select, on existing nodes, with their node. A superset
+    /// narrowed by the label index: evaluate the selector on each.
+    pub fn pods_selected_by<'a>(
+        &'a self,
+        selector: &'a LabelSelector,
+    ) -> impl Iterator<Item = (&'a Arc<PodInfo>, &'a NodeInfo)> + 'a {
+        let pods: Box<dyn Iterator<Item = &'a Arc<PodInfo>> + 'a> = match self.by_label.candidates(selector) {
+            Some(narrowed) => Box::new(narrowed),
+            None => Box::new(self.pods.values()),
+        };
+        pods.filter_map(|p| Some((p, self.node(&p.node_name)?)))
+    }
+
+    /// Placed pods (on existing nodes, with their node) whose required anti-affinity terms may
+    /// select a pod with `labels`, one item per term: evaluate the term on each.
+    pub fn anti_terms_selecting<'a>(
+        &'a self,
+        labels: &'a BTreeMap<String, String>,
+    ) -> impl Iterator<Item = (&'a Arc<PodInfo>, &'a Term, &'a NodeInfo)> + 'a {
+        self.anti_terms
+            .candidates(labels)
+            .filter_map(|(p, i)| Some((p, p.required_anti_terms.get(i)?, self.node(&p.node_name)?)))
+    }
+
+    /// Like [`Cache::anti_terms_selecting`], for the placed pods' preferred terms.
+    pub fn preferred_terms_selecting<'a>(
+        &'a self,
+        labels: &'a BTreeMap<String, String>,
+    ) -> impl Iterator<Item = (&'a Arc<PodInfo>, &'a Term, &'a NodeInfo)> + 'a {
+        self.preferred_terms
+            .candidates(labels)
+            .filter_map(|(p, i)| Some((p, p.preferred_terms.get(i)?, self.node(&p.node_name)?)))
     }
 
     /// Placed pods per node of one controlling owner.

@@ -3,6 +3,7 @@
 //! Start with [`scheduler`] (the running loop: informers, queue, decisions, binding), then:
 //!
 //! * [`cache`]: nodes with precomputed accounting and every placed or *assumed* pod;
+//! * [`index`]: the cache's indexes of pods by label and of placed pods' affinity terms;
 //! * [`queue`]: active / backoff / unschedulable queues;
 //! * [`framework`]: one decision — filter (with node sampling), score, pick;
 //! * [`plugins`]: the filter and score plugins, one module per family;
@@ -14,6 +15,7 @@
 
 pub mod cache;
 pub mod framework;
+pub mod index;
 pub mod leader;
 pub mod metrics;
 pub mod plugins;

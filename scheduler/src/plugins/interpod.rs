@@ -1,13 +1,14 @@
 //! InterPodAffinity: required affinity / anti-affinity (filter) and preferred terms (score).
 //!
-//! One pass over placed pods per scheduling cycle builds counts per topology domain
-//! (`PreFilter`/`PreScore` in Kubernetes' terms); per-node checks are then map lookups. The pass
-//! is skipped entirely when neither the pod nor any placed pod has affinity terms.
+//! Once per scheduling cycle, counts per topology domain are built (`PreFilter`/`PreScore` in
+//! Kubernetes' terms) from the placed pods the pod's terms can select and the placed pods whose
+//! terms can select the pod — both found through the cache's indexes, not by visiting every pod;
+//! per-node checks are then map lookups.
 
 use std::collections::{BTreeMap, HashMap};
 
 use super::{PodCtx, Reason, Term};
-use crate::cache::{Cache, NodeInfo, PodInfo};
+use crate::cache::{Cache, NodeInfo};
 
 /// Counts for the required terms of one scheduling cycle.
 #[derive(Debug, Default)]
@@ -16,14 +17,13 @@ pub struct FilterState {
     affinity: Vec<HashMap<String, u32>>,
     /// Per required anti-affinity term: matching pods per topology value.
     anti: Vec<HashMap<String, u32>>,
-    /// (topology key, value) domains where an existing pod's required anti-affinity selects
-    /// the incoming pod.
-    existing_anti: HashMap<(String, String), u32>,
+    /// Domains where an existing pod's required anti-affinity selects the incoming pod.
+    existing_anti: Domains,
     /// Whether the incoming pod matches all of its own affinity terms.
     self_match: bool,
 }
 
-/// Computes the counts for `pod` against every placed pod.
+/// Computes the counts for `pod` against the placed pods its terms (and their terms) can select.
 pub fn prefilter(pod: &PodCtx<'_>, cache: &Cache) -> FilterState {
     let mut s = FilterState {
         affinity: vec![HashMap::new(); pod.affinity.len()],
@@ -31,38 +31,25 @@ pub fn prefilter(pod: &PodCtx<'_>, cache: &Cache) -> FilterState {
         ..FilterState::default()
     };
     s.self_match = pod.affinity.iter().all(|t| t.matches(&pod.info.namespace, &pod.info.labels));
-    let own_terms = !(pod.affinity.is_empty() && pod.anti_affinity.is_empty());
-    if !own_terms && !cache.any_required_anti_affinity_pods() {
-        return s;
-    }
-    for node in cache.nodes() {
-        for existing in &node.pods {
-            if existing.key == pod.info.key {
-                continue;
-            }
-            if own_terms {
-                count(&pod.affinity, &mut s.affinity, existing, node);
-                count(&pod.anti_affinity, &mut s.anti, existing, node);
-            }
-            if !existing.required_anti_terms.is_empty() {
-                for t in &existing.required_anti_terms {
-                    if t.matches(&pod.info.namespace, &pod.info.labels) {
-                        if let Some(v) = node.labels.get(&t.topology_key) {
-                            *s.existing_anti.entry((t.topology_key.clone(), v.clone())).or_default() += 1;
-                        }
-                    }
-                }
-            }
+    count(&pod.affinity, &mut s.affinity, pod, cache);
+    count(&pod.anti_affinity, &mut s.anti, pod, cache);
+    for (existing, t, node) in cache.anti_terms_selecting(&pod.info.labels) {
+        if existing.key != pod.info.key && t.matches(&pod.info.namespace, &pod.info.labels) {
+            s.existing_anti.add(&t.topology_key, &node.labels, 1);
         }
     }
     s
 }
 
-fn count(terms: &[Term], counts: &mut [HashMap<String, u32>], existing: &PodInfo, node: &NodeInfo) {
+/// Per term, the placed pods it selects per value of its topology key.
+fn count(terms: &[Term], counts: &mut [HashMap<String, u32>], pod: &PodCtx<'_>, cache: &Cache) {
     for (t, c) in terms.iter().zip(counts.iter_mut()) {
-        if t.matches(&existing.namespace, &existing.labels) {
-            if let Some(v) = node.labels.get(&t.topology_key) {
-                *c.entry(v.clone()).or_default() += 1;
+        let Some(selector) = &t.selector else { continue };
+        for (existing, node) in cache.pods_selected_by(selector) {
+            if existing.key != pod.info.key && t.matches(&existing.namespace, &existing.labels) {
+                if let Some(v) = node.labels.get(&t.topology_key) {
+                    *c.entry(v.clone()).or_default() += 1;
+                }
             }
         }
     }
@@ -70,10 +57,8 @@ fn count(terms: &[Term], counts: &mut [HashMap<String, u32>], existing: &PodInfo
 
 /// The filter proper.
 pub fn filter(s: &FilterState, pod: &PodCtx<'_>, node: &NodeInfo) -> Result<(), Reason> {
-    for ((key, value), n) in &s.existing_anti {
-        if *n > 0 && node.labels.get(key) == Some(value) {
-            return Err(Reason::ExistingAntiAffinity);
-        }
+    if s.existing_anti.on(node) > 0 {
+        return Err(Reason::ExistingAntiAffinity);
     }
     for (t, counts) in pod.anti_affinity.iter().zip(&s.anti) {
         if node.labels.get(&t.topology_key).is_some_and(|v| counts.get(v).is_some_and(|n| *n > 0)) {
@@ -102,10 +87,41 @@ pub fn filter(s: &FilterState, pod: &PodCtx<'_>, node: &NodeInfo) -> Result<(), 
     }
 }
 
-/// Per (topology key, value) weights for the preferred terms of one cycle.
+/// Sums per topology domain, grouped by topology key: a node's lookup costs one probe per
+/// key, not a scan of every domain (thousands with `kubernetes.io/hostname`).
+#[derive(Debug, Default)]
+struct Domains(HashMap<String, HashMap<String, i64>>);
+
+impl Domains {
+    /// Adds `w` to the node's domain of `key` (nodes without the label have none).
+    fn add(&mut self, key: &str, labels: &BTreeMap<String, String>, w: i64) {
+        let Some(value) = labels.get(key) else { return };
+        if !self.0.contains_key(key) {
+            self.0.insert(key.to_string(), HashMap::new());
+        }
+        let Some(values) = self.0.get_mut(key) else { return };
+        match values.get_mut(value) {
+            Some(sum) => *sum += w,
+            None => {
+                values.insert(value.clone(), w);
+            }
+        }
+    }
+
+    /// The sum over the node's domains.
+    fn on(&self, node: &NodeInfo) -> i64 {
+        self.0.iter().filter_map(|(k, values)| node.labels.get(k).and_then(|v| values.get(v))).sum()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Per topology domain weights for the preferred terms of one cycle.
 #[derive(Debug, Default)]
 pub struct ScoreState {
-    domains: HashMap<(String, String), i64>,
+    domains: Domains,
 }
 
 /// Sums, per topology domain, the weights of the pod's preferred terms matching placed pods
@@ -116,30 +132,20 @@ pub fn prescore(pod: &PodCtx<'_>, cache: &Cache) -> ScoreState {
     if !own && !cache.any_affinity_pods() {
         return s;
     }
-    let mut add = |key: &str, labels: &BTreeMap<String, String>, w: i64| {
-        if let Some(v) = labels.get(key) {
-            *s.domains.entry((key.to_string(), v.clone())).or_default() += w;
+    let d = &mut s.domains;
+    for (terms, sign) in [(&pod.preferred_affinity, 1), (&pod.preferred_anti_affinity, -1)] {
+        for t in terms {
+            let Some(selector) = &t.selector else { continue };
+            for (existing, node) in cache.pods_selected_by(selector) {
+                if t.matches(&existing.namespace, &existing.labels) {
+                    d.add(&t.topology_key, &node.labels, sign * t.weight);
+                }
+            }
         }
-    };
-    for node in cache.nodes() {
-        for existing in &node.pods {
-            if own {
-                for t in &pod.preferred_affinity {
-                    if t.matches(&existing.namespace, &existing.labels) {
-                        add(&t.topology_key, &node.labels, t.weight);
-                    }
-                }
-                for t in &pod.preferred_anti_affinity {
-                    if t.matches(&existing.namespace, &existing.labels) {
-                        add(&t.topology_key, &node.labels, -t.weight);
-                    }
-                }
-            }
-            for t in &existing.preferred_terms {
-                if t.matches(&pod.info.namespace, &pod.info.labels) {
-                    add(&t.topology_key, &node.labels, t.weight);
-                }
-            }
+    }
+    for (_, t, node) in cache.preferred_terms_selecting(&pod.info.labels) {
+        if t.matches(&pod.info.namespace, &pod.info.labels) {
+            d.add(&t.topology_key, &node.labels, t.weight);
         }
     }
     s
@@ -147,7 +153,7 @@ pub fn prescore(pod: &PodCtx<'_>, cache: &Cache) -> ScoreState {
 
 /// Raw score of one node (may be negative; the framework normalizes min..max to 0..100).
 pub fn score(s: &ScoreState, node: &NodeInfo) -> i64 {
-    s.domains.iter().filter(|((k, v), _)| node.labels.get(k) == Some(v)).map(|(_, w)| *w).sum()
+    s.domains.on(node)
 }
 
 /// Whether the state would score every node the same.

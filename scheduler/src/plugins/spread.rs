@@ -73,23 +73,23 @@ pub fn prepare(pod: &PodCtx<'_>, cache: &Cache, when: &str) -> State {
     let Some(constraints) = pod.spec.topology_spread_constraints.as_ref() else { return state };
     for c in constraints.iter().filter(|c| c.when_unsatisfiable == when) {
         let Some(selector) = selector_for(pod, c) else { continue };
+        // Every domain of an eligible node counts, with or without matching pods.
         let mut counts: HashMap<String, i64> = HashMap::new();
-        for node in cache.nodes() {
-            if !eligible(pod, c, node) {
-                continue;
+        for node in cache.nodes().filter(|n| eligible(pod, c, n)) {
+            if let Some(v) = node.labels.get(&c.topology_key).filter(|v| !counts.contains_key(*v)) {
+                counts.insert(v.clone(), 0);
             }
-            let Some(v) = node.labels.get(&c.topology_key) else { continue };
-            let n = node
-                .pods
-                .iter()
-                .filter(|p| {
-                    !p.terminating
-                        && p.key != pod.info.key
-                        && p.namespace == pod.info.namespace
-                        && selector.matches(&p.labels)
-                })
-                .count() as i64;
-            *counts.entry(v.clone()).or_default() += n;
+        }
+        for (p, node) in cache.pods_selected_by(&selector) {
+            let matching = !p.terminating
+                && p.key != pod.info.key
+                && p.namespace == pod.info.namespace
+                && selector.matches(&p.labels);
+            if matching && eligible(pod, c, node) {
+                if let Some(n) = node.labels.get(&c.topology_key).and_then(|v| counts.get_mut(v)) {
+                    *n += 1;
+                }
+            }
         }
         let mut min = counts.values().copied().min().unwrap_or(0);
         if c.min_domains.is_some_and(|m| (counts.len() as i64) < i64::from(m)) {
