@@ -217,9 +217,16 @@ impl NodeInfo {
 /// Nodes and placed pods.
 #[derive(Debug, Default)]
 pub struct Cache {
-    nodes: HashMap<String, NodeInfo>,
-    /// Names of existing nodes in a stable order (for sampling with a rotating start).
-    order: Vec<String>,
+    /// Node records: existing nodes, and nodes pods are bound to before (or after) their Node
+    /// object exists. A vector, so a scheduling cycle sweeps memory in order instead of
+    /// probing a hash map per node; freed slots are reused.
+    slots: Vec<NodeInfo>,
+    /// Slot of each node by name.
+    slot_of: HashMap<String, usize>,
+    /// Free slots.
+    free: Vec<usize>,
+    /// Slots of existing nodes in a stable order (for sampling with a rotating start).
+    order: Vec<usize>,
     /// Placed pods by key.
     pods: HashMap<String, Arc<PodInfo>>,
     /// Keys of pods assumed bound but not yet seen bound.
@@ -251,11 +258,11 @@ impl Cache {
     /// Adds or updates a node; returns whether anything scheduling depends on changed
     /// (new node, labels, taints, cordon, allocatable).
     pub fn apply_node(&mut self, node: &Node) -> bool {
-        let name = node.metadata.name.clone().unwrap_or_default();
-        let info = self.nodes.entry(name.clone()).or_default();
+        let i = self.slot(node.metadata.name.as_deref().unwrap_or_default());
+        let info = &mut self.slots[i];
         let is_new = !info.exists;
         if is_new {
-            self.order.push(name);
+            self.order.push(i);
         }
         let before =
             (info.labels.clone(), info.taints.clone(), info.unschedulable, info.allocatable, info.allowed_pods);
@@ -267,19 +274,45 @@ impl Cache {
 
     /// Removes a node (its pods stay accounted until they are deleted).
     pub fn delete_node(&mut self, name: &str) {
-        if let Some(info) = self.nodes.get_mut(name) {
-            info.exists = false;
-            self.order.retain(|n| n != name);
-            if info.pods.is_empty() {
-                self.nodes.remove(name);
-            }
+        let Some(&i) = self.slot_of.get(name) else { return };
+        self.slots[i].exists = false;
+        self.order.retain(|s| *s != i);
+        if self.slots[i].pods.is_empty() {
+            self.release(i);
         }
+    }
+
+    /// The slot of a node record, made if missing.
+    fn slot(&mut self, name: &str) -> usize {
+        if let Some(&i) = self.slot_of.get(name) {
+            return i;
+        }
+        let info = NodeInfo { name: name.to_string(), ..NodeInfo::default() };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = info;
+                i
+            }
+            None => {
+                self.slots.push(info);
+                self.slots.len() - 1
+            }
+        };
+        self.slot_of.insert(name.to_string(), i);
+        i
+    }
+
+    /// Frees the slot of a node that no longer exists and has no pods.
+    fn release(&mut self, i: usize) {
+        let gone = std::mem::take(&mut self.slots[i]);
+        self.slot_of.remove(&gone.name);
+        self.free.push(i);
     }
 
     /// Replaces the whole node set (after a relist).
     pub fn replace_nodes(&mut self, nodes: &[Node]) {
         let names: HashSet<&str> = nodes.iter().filter_map(|n| n.metadata.name.as_deref()).collect();
-        let gone: Vec<String> = self.order.iter().filter(|n| !names.contains(n.as_str())).cloned().collect();
+        let gone: Vec<String> = self.nodes().map(|n| n.name.clone()).filter(|n| !names.contains(n.as_str())).collect();
         for n in gone {
             self.delete_node(&n);
         }
@@ -365,11 +398,8 @@ impl Cache {
         self.by_label.insert(&pod);
         self.anti_terms.insert(&pod, &pod.required_anti_terms);
         self.preferred_terms.insert(&pod, &pod.preferred_terms);
-        let node = self.nodes.entry(pod.node_name.clone()).or_default();
-        if node.name.is_empty() {
-            node.name = pod.node_name.clone();
-        }
-        node.add_pod(pod.clone());
+        let i = self.slot(&pod.node_name);
+        self.slots[i].add_pod(pod.clone());
         self.pods.insert(pod.key.clone(), pod);
     }
 
@@ -397,22 +427,23 @@ impl Cache {
                 }
             }
         }
-        if let Some(node) = self.nodes.get_mut(&pod.node_name) {
+        if let Some(&i) = self.slot_of.get(&pod.node_name) {
+            let node = &mut self.slots[i];
             node.remove_pod(key);
             if !node.exists && node.pods.is_empty() {
-                self.nodes.remove(&pod.node_name);
+                self.release(i);
             }
         }
     }
 
     /// A node by name (existing nodes only).
     pub fn node(&self, name: &str) -> Option<&NodeInfo> {
-        self.nodes.get(name).filter(|n| n.exists)
+        self.slot_of.get(name).map(|i| &self.slots[*i]).filter(|n| n.exists)
     }
 
-    /// Existing node names in stable order.
-    pub fn node_names(&self) -> &[String] {
-        &self.order
+    /// The `i`-th existing node in stable order.
+    pub fn nth_node(&self, i: usize) -> Option<&NodeInfo> {
+        self.order.get(i).map(|s| &self.slots[*s])
     }
 
     /// Number of existing nodes.
@@ -422,7 +453,7 @@ impl Cache {
 
     /// All existing nodes, in stable order.
     pub fn nodes(&self) -> impl Iterator<Item = &NodeInfo> + '_ {
-        self.order.iter().filter_map(|n| self.nodes.get(n))
+        self.order.iter().map(|s| &self.slots[*s])
     }
 
     /// A placed pod.
@@ -498,6 +529,9 @@ impl Cache {
 
     /// Pending pods nominated to a node.
     pub fn nominated_on(&self, node: &str) -> &[Arc<PodInfo>] {
+        if self.nominated.is_empty() {
+            return &[]; // the common case, without hashing the name
+        }
         self.nominated.get(node).map_or(&[], Vec::as_slice)
     }
 

@@ -134,8 +134,7 @@ impl Framework {
 
     /// Chooses a node for the pod, or explains why none fits.
     pub fn schedule(&mut self, pod: &PodCtx<'_>, cache: &Cache) -> Result<Decision, FitError> {
-        let names = cache.node_names();
-        let n = names.len();
+        let n = cache.node_count();
         if n == 0 {
             return Err(FitError::default());
         }
@@ -147,7 +146,7 @@ impl Framework {
         let mut reasons = Vec::new();
         let mut evaluated = 0;
         for i in 0..n {
-            let Some(info) = cache.node(&names[(start + i) % n]) else { continue };
+            let Some(info) = cache.nth_node((start + i) % n) else { continue };
             evaluated += 1;
             reasons.clear();
             // Pods nominated here by preemption with at least our priority keep their room.
