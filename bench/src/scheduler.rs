@@ -280,9 +280,12 @@ struct EndToEnd {
     create_to_bound: Duration,
     creates_running: Sample,
     pod_bytes: usize,
+    /// GET /version through the same client: an API request with nothing to do.
+    version: Sample,
     /// CPU µs per operation (etcd, API server + benchmark, scheduler): the ceiling's
-    /// compare-and-put, a binding, and a pod created and bound while the scheduler runs.
-    cpu: [(f64, f64, f64); 3],
+    /// compare-and-put, a GET /version, a binding, and a pod created and bound while the
+    /// scheduler runs.
+    cpu: [(f64, f64, f64); 4],
 }
 
 async fn end_to_end(args: &Args, bin: &Path) -> Result<(EndToEnd, String)> {
@@ -343,6 +346,20 @@ async fn end_to_end(args: &Args, bin: &Path) -> Result<(EndToEnd, String)> {
     })
     .await?;
     let cpu_ceiling = before.per_op(&Cpu::now(etcd_pid, None)?, args.pods);
+
+    // The floor of any API call: an HTTPS request the server answers without etcd.
+    progress(&format!("{} GET /version requests at concurrency {c}", args.pods));
+    let before = Cpu::now(etcd_pid, None)?;
+    let k = client.clone();
+    let version = measure(c, args.pods, limit, move |_| {
+        let k = k.clone();
+        async move {
+            k.apiserver_version().await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let cpu_request = before.per_op(&Cpu::now(etcd_pid, None)?, args.pods);
 
     progress(&format!("creating {} nodes", args.nodes));
     let n = nodes.clone();
@@ -422,7 +439,8 @@ async fn end_to_end(args: &Args, bin: &Path) -> Result<(EndToEnd, String)> {
             create_to_bound,
             creates_running,
             pod_bytes,
-            cpu: [cpu_ceiling, cpu_binding, cpu_running],
+            version,
+            cpu: [cpu_ceiling, cpu_request, cpu_binding, cpu_running],
         },
         etcd_version,
     ))
@@ -540,6 +558,12 @@ async fn main() -> Result<()> {
                 e.etcd_create.throughput(),
                 format!("p50 {} ms", ms(e.etcd_create.p50())),
             ),
+            (
+                "GET /version through the API (no etcd)",
+                e.version.len(),
+                e.version.throughput(),
+                format!("p50 {} ms", ms(e.version.p50())),
+            ),
             ("node creates through the API", e.nodes.len(), e.nodes.throughput(), String::new()),
             ("pod creates through the API (no scheduler)", e.creates.len(), e.creates.throughput(), String::new()),
             (
@@ -576,6 +600,7 @@ async fn main() -> Result<()> {
         line(&mut out, "|---|---:|---:|---:|---:|".into());
         let what = [
             "etcd ceiling: one compare-and-put (benchmark = the etcd client)",
+            "GET /version: TLS + HTTP on both ends, nothing else",
             "binding a pending pod (scheduler start-up included)",
             "creating and binding a pod while the scheduler runs",
         ];
