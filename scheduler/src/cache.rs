@@ -235,8 +235,6 @@ pub struct Cache {
     by_owner: HashMap<String, HashMap<String, u32>>,
     /// Number of placed pods with inter-pod affinity terms.
     affinity_pods: usize,
-    /// Number of placed pods with required anti-affinity terms.
-    required_anti_pods: usize,
     /// Placed pods by label, for selectors.
     by_label: PodsByLabel,
     /// Placed pods' required anti-affinity terms, by what they select.
@@ -389,9 +387,6 @@ impl Cache {
         if pod.has_affinity() {
             self.affinity_pods += 1;
         }
-        if !pod.required_anti_terms.is_empty() {
-            self.required_anti_pods += 1;
-        }
         if let Some(owner) = &pod.owner_uid {
             *self.by_owner.entry(owner.clone()).or_default().entry(pod.node_name.clone()).or_default() += 1;
         }
@@ -410,9 +405,6 @@ impl Cache {
         self.preferred_terms.remove(&pod, &pod.preferred_terms);
         if pod.has_affinity() {
             self.affinity_pods -= 1;
-        }
-        if !pod.required_anti_terms.is_empty() {
-            self.required_anti_pods -= 1;
         }
         if let Some(owner) = &pod.owner_uid {
             if let Some(m) = self.by_owner.get_mut(owner) {
@@ -538,11 +530,6 @@ impl Cache {
     /// Whether any placed pod has inter-pod affinity terms.
     pub fn any_affinity_pods(&self) -> bool {
         self.affinity_pods > 0
-    }
-
-    /// Whether any placed pod has required anti-affinity terms.
-    pub fn any_required_anti_affinity_pods(&self) -> bool {
-        self.required_anti_pods > 0
     }
 }
 
