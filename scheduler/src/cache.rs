@@ -214,6 +214,9 @@ impl NodeInfo {
     }
 }
 
+/// Placed pods with one of their terms and their node (see [`Cache::anti_terms_selecting`]).
+pub type TermsSelecting<'a> = Box<dyn Iterator<Item = (&'a Arc<PodInfo>, &'a Term, &'a NodeInfo)> + 'a>;
+
 /// Nodes and placed pods.
 #[derive(Debug, Default)]
 pub struct Cache {
@@ -473,23 +476,24 @@ impl Cache {
 
     /// Placed pods (on existing nodes, with their node) whose required anti-affinity terms may
     /// select a pod with `labels`, one item per term: evaluate the term on each.
-    pub fn anti_terms_selecting<'a>(
-        &'a self,
-        labels: &'a BTreeMap<String, String>,
-    ) -> impl Iterator<Item = (&'a Arc<PodInfo>, &'a Term, &'a NodeInfo)> + 'a {
-        self.anti_terms
-            .candidates(labels)
-            .filter_map(|(p, i)| Some((p, p.required_anti_terms.get(i)?, self.node(&p.node_name)?)))
+    pub fn anti_terms_selecting<'a>(&'a self, labels: &'a BTreeMap<String, String>) -> TermsSelecting<'a> {
+        self.terms_selecting(&self.anti_terms, |p| &p.required_anti_terms, labels)
     }
 
     /// Like [`Cache::anti_terms_selecting`], for the placed pods' preferred terms.
-    pub fn preferred_terms_selecting<'a>(
+    pub fn preferred_terms_selecting<'a>(&'a self, labels: &'a BTreeMap<String, String>) -> TermsSelecting<'a> {
+        self.terms_selecting(&self.preferred_terms, |p| &p.preferred_terms, labels)
+    }
+
+    fn terms_selecting<'a>(
         &'a self,
+        index: &'a TermIndex,
+        terms: fn(&PodInfo) -> &[Term],
         labels: &'a BTreeMap<String, String>,
-    ) -> impl Iterator<Item = (&'a Arc<PodInfo>, &'a Term, &'a NodeInfo)> + 'a {
-        self.preferred_terms
-            .candidates(labels)
-            .filter_map(|(p, i)| Some((p, p.preferred_terms.get(i)?, self.node(&p.node_name)?)))
+    ) -> TermsSelecting<'a> {
+        Box::new(
+            index.candidates(labels).filter_map(move |(p, i)| Some((p, terms(p).get(i)?, self.node(&p.node_name)?))),
+        )
     }
 
     /// Placed pods per node of one controlling owner.

@@ -89,19 +89,22 @@ pub struct TermIndex {
     rest: HashMap<(String, usize), Arc<PodInfo>>,
 }
 
+/// Where each term is indexed: its position, and the equality requirement it is filed under
+/// (`None`: the catch-all list). Terms without a selector select nothing and are left out.
+fn placements(terms: &[Term]) -> impl Iterator<Item = (usize, Option<&LabelRequirement>)> {
+    terms
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| Some((i, t.selector.as_ref()?.requirements().iter().find(|r| is_equality(r)))))
+}
+
 impl TermIndex {
     /// Adds the pod's `terms` (its list as [`TermIndex::candidates`] will report indexes into).
     pub fn insert(&mut self, pod: &Arc<PodInfo>, terms: &[Term]) {
-        for (i, t) in terms.iter().enumerate() {
-            // A term without a selector selects nothing.
-            let Some(selector) = &t.selector else { continue };
+        for (i, filed) in placements(terms) {
             let id = (pod.key.clone(), i);
-            match selector.requirements().iter().find(|r| is_equality(r)) {
-                Some(r) => {
-                    for v in distinct(r.values()) {
-                        insert(&mut self.by_label, r.key(), v, id.clone(), pod);
-                    }
-                }
+            match filed {
+                Some(r) => distinct(r.values()).for_each(|v| insert(&mut self.by_label, r.key(), v, id.clone(), pod)),
                 None => {
                     self.rest.insert(id, pod.clone());
                 }
@@ -111,15 +114,10 @@ impl TermIndex {
 
     /// Removes what [`TermIndex::insert`] added for the same pod and terms.
     pub fn remove(&mut self, pod: &PodInfo, terms: &[Term]) {
-        for (i, t) in terms.iter().enumerate() {
-            let Some(selector) = &t.selector else { continue };
+        for (i, filed) in placements(terms) {
             let id = (pod.key.clone(), i);
-            match selector.requirements().iter().find(|r| is_equality(r)) {
-                Some(r) => {
-                    for v in distinct(r.values()) {
-                        remove(&mut self.by_label, r.key(), v, &id);
-                    }
-                }
+            match filed {
+                Some(r) => distinct(r.values()).for_each(|v| remove(&mut self.by_label, r.key(), v, &id)),
                 None => {
                     self.rest.remove(&id);
                 }

@@ -47,15 +47,32 @@ pub struct Etcd {
 
 impl Etcd {
     /// Start etcd on free ports with a temporary data dir and wait until it answers.
+    ///
+    /// A port found free can be taken before etcd binds it (by another test's etcd, or as the
+    /// local port of some connection); then etcd exits at once and this tries other ports.
     pub async fn start() -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("ferry-etcd-").tempdir()?;
-        let (client, peer) = (free_port()?, free_port()?);
-        let url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = Self::spawn(dir.path(), &url, &peer_url)?;
-        let etcd = Etcd { child, url, peer_url, dir };
-        etcd.wait_ready().await?;
-        Ok(etcd)
+        let mut attempt = 1;
+        loop {
+            let dir = tempfile::Builder::new().prefix("ferry-etcd-").tempdir()?;
+            let (client, peer) = (free_port()?, free_port()?);
+            let url = format!("http://127.0.0.1:{client}");
+            let peer_url = format!("http://127.0.0.1:{peer}");
+            let child = Self::spawn(dir.path(), &url, &peer_url)?;
+            let mut etcd = Etcd { child, url, peer_url, dir };
+            match etcd.wait_ready().await {
+                Ok(()) => return Ok(etcd),
+                Err(e) if attempt < 5 && etcd.log().contains("address already in use") => {
+                    tracing::debug!(error = %e, attempt, "etcd's port was taken; trying others");
+                    etcd.kill();
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
     }
 
     fn spawn(dir: &Path, url: &str, peer_url: &str) -> Result<Child> {
@@ -82,7 +99,7 @@ impl Etcd {
         self.wait_ready().await
     }
 
-    async fn wait_ready(&self) -> Result<()> {
+    async fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(mut c) = etcd_client::Client::connect([self.url.as_str()], None).await {
@@ -90,9 +107,11 @@ impl Etcd {
                     return Ok(());
                 }
             }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                bail!("etcd exited ({status}) before it was ready at {}:\n{}", self.url, self.log());
+            }
             if Instant::now() > deadline {
-                let log = std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
-                bail!("etcd did not become ready at {}:\n{log}", self.url);
+                bail!("etcd did not become ready at {}:\n{}", self.url, self.log());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
