@@ -4,43 +4,19 @@
 //! undo` → healthy → `delete -f` → nothing left. Once with `ferry`, once with the stock kubectl,
 //! against the same cluster. Then `ferry down` must leave no process, mount, netns or link behind.
 
+mod common;
+
 use anyhow::{bail, Context, Result};
+use common::{ferry, which, Down, Up};
 use ferry_testkit::free_port;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn ferry() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_ferry"))
-}
-
 const DAEMONS: [&str; 6] =
     ["ferry-apiserver", "ferry-dns", "ferry-controllers", "ferry-scheduler", "ferry-nodelet", "ferry-busybox-image"];
-
-/// The daemons `ferry up` runs live next to `ferry`; build them if this test runs alone.
-fn ensure_daemons() -> Result<()> {
-    let dir = ferry().parent().map(Path::to_path_buf).context("ferry has no directory")?;
-    if DAEMONS.iter().any(|d| !dir.join(d).is_file()) {
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.arg("build").arg("--bins");
-        for p in
-            ["ferry-apiserver", "ferry-dns", "ferry-controllers", "ferry-scheduler", "ferry-nodelet", "ferry-testkit"]
-        {
-            cmd.args(["-p", p]);
-        }
-        anyhow::ensure!(cmd.status()?.success(), "building the daemons failed");
-    }
-    Ok(())
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> =
-        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
-    if let Some(home) = std::env::var_os("HOME") {
-        dirs.push(Path::new(&home).join(".cache/ferry/venv/bin"));
-    }
-    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
-}
+const PACKAGES: [&str; 6] =
+    ["ferry-apiserver", "ferry-dns", "ferry-controllers", "ferry-scheduler", "ferry-nodelet", "ferry-testkit"];
 
 /// Exit code and combined output of a command (killed after `limit`).
 fn run(program: &Path, args: &[&str], limit: Duration) -> Result<(i32, String)> {
@@ -63,15 +39,6 @@ fn run(program: &Path, args: &[&str], limit: Duration) -> Result<(i32, String)> 
     let out = child.wait_with_output()?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     Ok((out.status.code().unwrap_or(-1), text))
-}
-
-/// Runs `ferry down` when dropped, so a failing test leaves nothing running.
-struct Down(String);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = Command::new(ferry()).args(["down", "--data-dir", &self.0]).output();
-    }
 }
 
 fn manifest(name: &str, image: &str) -> String {
@@ -251,13 +218,13 @@ fn ci_pipeline_with_ferry_and_stock_kubectl() -> Result<()> {
     }
     let kubectl = which("kubectl");
     assert!(kubectl.is_some() || !ci, "kubectl must be available in CI");
-    ensure_daemons()?;
+    common::ensure_daemons(&DAEMONS, &PACKAGES)?;
 
     let tmp = tempfile::Builder::new().prefix("ferry-ci-").tempdir_in("/tmp")?;
     let data = tmp.path().join("cluster");
     let data_s = data.to_string_lossy().into_owned();
-    let [api, etcd, peer, dns, nodelet_port] =
-        [free_port()?, free_port()?, free_port()?, free_port()?, free_port()?].map(|p| p.to_string());
+    let up = Up::new(&data_s)?;
+    let nodelet_port = free_port()?.to_string();
     // A /16 of its own so that tests running side by side never share pod routes.
     let cidr = format!("10.{}.0.0/16", 100 + (std::process::id() % 50));
     // And a service range of its own: its 10th address is the cluster DNS, bound on the host.
@@ -265,19 +232,7 @@ fn ci_pipeline_with_ferry_and_stock_kubectl() -> Result<()> {
     let dns_ip = format!("10.{}.0.10", 150 + (std::process::id() % 50));
     let netns_before = netns();
     let _down = Down(data_s.clone());
-    let up_args = [
-        "up",
-        "--detach",
-        "--data-dir",
-        &data_s,
-        "--api-port",
-        &api,
-        "--etcd-port",
-        &etcd,
-        "--etcd-peer-port",
-        &peer,
-        "--dns-port",
-        &dns,
+    let up_args = up.args(&[
         "--nodes",
         "1",
         "--cluster-cidr",
@@ -286,7 +241,7 @@ fn ci_pipeline_with_ferry_and_stock_kubectl() -> Result<()> {
         &service_cidr,
         "--nodelet-port",
         &nodelet_port,
-    ];
+    ]);
     let (code, out) = run(&ferry(), &up_args, Duration::from_secs(120))?;
     assert_eq!(code, 0, "ferry up: {out}");
     let kubeconfig = data.join("admin.kubeconfig");

@@ -1,27 +1,23 @@
 //! `ferry up --detach` / `ferry down` with the real binaries: the API answers, a second `up` is refused,
 //! `down` leaves no process behind, and `up` again on the same data dir keeps the objects.
 
-use anyhow::{Context, Result};
-use ferry_testkit::free_port;
+mod common;
+
+use anyhow::Result;
+use common::{ferry, which, Down, Up};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn ferry() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_ferry"))
-}
-
-/// The daemons `ferry up` runs live next to `ferry`; build them if this test runs alone.
-fn ensure_daemons() -> Result<()> {
-    let dir = ferry().parent().map(Path::to_path_buf).context("ferry has no directory")?;
-    if !dir.join("ferry-apiserver").is_file() || !dir.join("ferry-dns").is_file() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "ferry-apiserver", "-p", "ferry-dns", "--bins"])
-            .status()?;
-        anyhow::ensure!(status.success(), "building the daemons failed");
+/// Whether to skip for want of etcd (never in CI); builds the daemons `ferry up` runs otherwise.
+fn skip_or_prepare() -> Result<bool> {
+    if which("etcd").is_none() {
+        assert!(std::env::var_os("CI").is_none(), "etcd must be installed in CI");
+        println!("etcd not installed: skipping");
+        return Ok(true);
     }
-    Ok(())
+    common::ensure_daemons(&["ferry-apiserver", "ferry-dns"], &["ferry-apiserver", "ferry-dns"])?;
+    Ok(false)
 }
 
 fn run(args: &[&str]) -> Result<Output> {
@@ -41,47 +37,18 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
     out
 }
 
-/// Runs `ferry down` when dropped, so a failing test leaves nothing running.
-struct Down(Vec<String>);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let mut args = vec!["down".to_string()];
-        args.extend(self.0.iter().cloned());
-        let _ = Command::new(ferry()).args(&args).output();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_down_up_keeps_the_cluster() -> Result<()> {
-    if which("etcd").is_none() {
-        assert!(std::env::var_os("CI").is_none(), "etcd must be installed in CI");
-        println!("etcd not installed: skipping");
+    if skip_or_prepare()? {
         return Ok(());
     }
-    ensure_daemons()?;
     let tmp = tempfile::tempdir()?;
     let data = tmp.path().join("cluster");
     let data_s = data.to_string_lossy().into_owned();
-    let [api, etcd, peer, dns] = [free_port()?, free_port()?, free_port()?, free_port()?].map(|p| p.to_string());
-    let up_args = [
-        "up",
-        "--detach",
-        "--data-dir",
-        &data_s,
-        "--api-port",
-        &api,
-        "--etcd-port",
-        &etcd,
-        "--etcd-peer-port",
-        &peer,
-        "--dns-port",
-        &dns,
-        // No node: this test is about the control plane; ci_pipeline.rs runs one.
-        "--nodes",
-        "0",
-    ];
-    let _guard = Down(vec!["--data-dir".into(), data_s.clone()]);
+    let up = Up::new(&data_s)?;
+    // No node: this test is about the control plane; ci_pipeline.rs runs one.
+    let up_args = up.args(&["--nodes", "0"]);
+    let _guard = Down(data_s.clone());
 
     let out = run(&up_args)?;
     assert!(out.status.success(), "ferry up: {}", String::from_utf8_lossy(&out.stderr));
@@ -107,13 +74,14 @@ async fn up_down_up_keeps_the_cluster() -> Result<()> {
 
     // Again, this time also writing ~/.kube/config (HOME is a temp dir here).
     let home = tmp.path().join("home");
-    let mut again_args = up_args.to_vec();
+    let mut again_args = up_args.clone();
     again_args.push("--write-kubeconfig");
     let out = Command::new(ferry()).args(&again_args).env("HOME", &home).env_remove("KUBECONFIG").output()?;
     assert!(out.status.success(), "ferry up again: {}", String::from_utf8_lossy(&out.stderr));
     let written = std::fs::read_to_string(home.join(".kube/config"))?;
     assert!(
-        written.contains("current-context: ferry") && written.contains(&format!("server: https://127.0.0.1:{api}")),
+        written.contains("current-context: ferry")
+            && written.contains(&format!("server: https://127.0.0.1:{}", up.api)),
         "{written}"
     );
     let view = Command::new(ferry()).args(["config", "view"]).env("HOME", &home).env_remove("KUBECONFIG").output()?;
@@ -144,45 +112,20 @@ fn bad_input_is_one_line_and_exit_1() -> Result<()> {
     Ok(())
 }
 
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| p.is_file())
-}
-
 /// A cluster that cannot get ready (its API port is taken) is stopped in order by the supervisor
 /// it ran under: `ferry up --detach` exits 1 naming the timeout, and no process of it remains.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_that_cannot_start_leaves_nothing_running() -> Result<()> {
-    if which("etcd").is_none() {
-        assert!(std::env::var_os("CI").is_none(), "etcd must be installed in CI");
-        println!("etcd not installed: skipping");
+    if skip_or_prepare()? {
         return Ok(());
     }
-    ensure_daemons()?;
     let tmp = tempfile::tempdir()?;
     let data = tmp.path().join("cluster");
     let data_s = data.to_string_lossy().into_owned();
     let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let api = taken.local_addr()?.port().to_string();
-    let [etcd, peer, dns] = [free_port()?, free_port()?, free_port()?].map(|p| p.to_string());
-    let _down = Down(vec!["--data-dir".into(), data_s.clone()]);
-    let out = run(&[
-        "up",
-        "--detach",
-        "--nodes",
-        "0",
-        "--timeout",
-        "5",
-        "--data-dir",
-        &data_s,
-        "--api-port",
-        &api,
-        "--etcd-port",
-        &etcd,
-        "--etcd-peer-port",
-        &peer,
-        "--dns-port",
-        &dns,
-    ])?;
+    let up = Up { api: taken.local_addr()?.port().to_string(), ..Up::new(&data_s)? };
+    let _down = Down(data_s.clone());
+    let out = run(&up.args(&["--nodes", "0", "--timeout", "5"]))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("not ready within 5 s"), "{stderr}");
